@@ -1,0 +1,101 @@
+"""Apache Beam transforms: thin composites over the Beam-free core in :mod:`process`.
+
+The data flow: planned work units -> spread over workers -> each unit read, tokenized,
+packed, masked and written as its own shard -> per-unit counts gathered -> manifest.
+Shard placement comes from the unit index (fixed by the plan), never from Beam's
+``num_shards`` (random placement), so output is byte-identical on every runner.
+No token data is shuffled; only unit descriptions and small counts cross workers.
+"""
+
+from __future__ import annotations
+
+import apache_beam as beam
+from apache_beam.metrics import Metrics
+
+from .config import PrepareConfig
+from .inputs import WorkUnit
+from .manifest import build_manifest, write_manifest
+from .tokenizer import TokenizerInfo
+
+
+class ProcessUnitFn(beam.DoFn):
+    """Unit JSON in, unit result JSON out; the shard files are written as a side effect
+    (atomically, under names fixed by the unit index, so a retried bundle is harmless)."""
+
+    def __init__(self, config: PrepareConfig, tokenizer: TokenizerInfo, output_dir: str, total_units: int):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.output_dir = output_dir
+        self.total_units = total_units
+        self._docs_read = Metrics.counter("meap_data", "documents_read")
+        self._docs_rejected = Metrics.counter("meap_data", "documents_rejected")
+        self._tokens = Metrics.counter("meap_data", "tokens")
+        self._samples = Metrics.counter("meap_data", "samples")
+
+    def setup(self):
+        from .process import UnitProcessor
+
+        self._processor = UnitProcessor(self.config, self.tokenizer, self.output_dir, self.total_units)
+
+    def process(self, unit_json: dict):
+        result = self._processor.process(WorkUnit.from_json(unit_json))
+        self._docs_read.inc(result.documents_read)
+        self._docs_rejected.inc(sum(result.rejected.values()))
+        self._tokens.inc(result.tokens)
+        self._samples.inc(result.samples)
+        yield result.to_json()
+
+
+class WriteManifestFn(beam.DoFn):
+    """All unit results in, the manifest out (written last, atomically)."""
+
+    def __init__(self, config: PrepareConfig, tokenizer: TokenizerInfo, output_dir: str):
+        self.config = config
+        self.tokenizer = tokenizer
+        self.output_dir = output_dir
+
+    def process(self, results: list[dict]):
+        manifest = build_manifest(self.config, self.tokenizer, results)
+        write_manifest(self.output_dir, manifest)
+        yield manifest
+
+
+class PrepareShards(beam.PTransform):
+    """``pipeline | PrepareShards(...)``: the whole prepare job; outputs the manifest."""
+
+    def __init__(self, config: PrepareConfig, tokenizer: TokenizerInfo, output_dir: str, units: list[WorkUnit]):
+        super().__init__()
+        self.config = config
+        self.tokenizer = tokenizer
+        self.output_dir = output_dir
+        self.units = units
+
+    def expand(self, pbegin):
+        return (
+            pbegin
+            | "PlanUnits" >> beam.Create([u.to_json() for u in self.units])
+            | "SpreadOverWorkers" >> beam.Reshuffle()
+            | "TokenizeMaskWriteShard"
+            >> beam.ParDo(ProcessUnitFn(self.config, self.tokenizer, self.output_dir, len(self.units)))
+            | "GatherCounts" >> beam.combiners.ToList()
+            | "WriteManifest" >> beam.ParDo(WriteManifestFn(self.config, self.tokenizer, self.output_dir))
+        )
+
+
+def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
+    """A pipeline from Beam's own command-line options.
+
+    With no ``--runner`` (or ``DirectRunner``) the in-process FnApiRunner runs it: the
+    DirectRunner would first try to download the Prism runner. It honours
+    ``--direct_num_workers`` and ``--direct_running_mode``. Any other runner name
+    (``DataflowRunner``, ``PrismRunner``, ...) is passed to Beam as given.
+    """
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    options = PipelineOptions(beam_args)
+    runner = options.view_as(StandardOptions).runner
+    if runner in (None, "DirectRunner", "direct", "FnApiRunner"):
+        from apache_beam.runners.portability.fn_api_runner import FnApiRunner
+
+        return beam.Pipeline(runner=FnApiRunner(), options=options)
+    return beam.Pipeline(options=options)

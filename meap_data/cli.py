@@ -1,0 +1,177 @@
+"""The ``meap-data`` command line. Every command exits 0 on success and 2 with a
+one-line ``error: ...`` on bad input."""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import sys
+
+from .errors import MeapDataError
+
+
+def _add_prepare(sub) -> None:
+    p = sub.add_parser(
+        "prepare",
+        help="raw corpora to tokenized, MEAP-masked, packed shards (Apache Beam)",
+        description="Read, tokenize, mask, pack and write Arrow and WebDataset shards. "
+        "Unknown options are passed to Apache Beam (e.g. --runner DataflowRunner, "
+        "--direct_num_workers 2 --direct_running_mode multi_processing). Without --runner "
+        "the job runs in-process and never downloads a runner.",
+    )
+    p.add_argument("--input", nargs="+", required=True, metavar="GLOB",
+                   help="input files: .jsonl/.json (optionally .gz/.zst), .parquet, a datasets "
+                   "save_to_disk directory, or anything else as one text document per file")
+    p.add_argument("--output", required=True, metavar="DIR", help="dataset directory to write")
+    p.add_argument("--kind", choices=("text", "rust"), default="text", help="input kind (default: text)")
+    p.add_argument("--tokenizer", metavar="PATH_OR_NAME",
+                   help="tokenizer.json path or hub name; default: train a byte-level BPE on the inputs")
+    p.add_argument("--eos-token", help="end-of-document token (added when absent; default: detected, else <|endoftext|>)")
+    p.add_argument("--text-field", default="text", help="field holding the text in JSON/Parquet/datasets rows (default: text)")
+    p.add_argument("--seq-len", type=int, default=2048, help="tokens per sample (default: 2048)")
+    p.add_argument("--mask-ratio", type=float, default=0.15, help="fraction of positions masked per sample, 0 for none (default: 0.15)")
+    p.add_argument("--seed", type=int, default=0, help="masking seed (default: 0)")
+    p.add_argument("--format", default="arrow,webdataset", help="comma list of arrow,webdataset (default: both)")
+    p.add_argument("--no-pack", action="store_true", help="one document per sample (long ones split, short ones padded)")
+    p.add_argument("--no-mask-special-tokens", action="store_true", help="never mask the end-of-document or mask tokens")
+    p.add_argument("--input-bytes-per-shard", type=int, default=64 << 20,
+                   help="input bytes grouped into one output shard; also the byte-range size large JSON-lines files are cut into (default: 64 MiB)")
+    p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --output")
+    p.set_defaults(func=_cmd_prepare, accepts_beam_args=True)
+
+
+def _cmd_prepare(args, beam_args: list[str]) -> int:
+    from .config import PrepareConfig
+    from .prepare import format_summary, run_prepare
+
+    if args.kind == "rust":
+        raise MeapDataError("--kind rust is not available yet in this build; use --kind text")
+    config = PrepareConfig(
+        inputs=tuple(args.input),
+        kind=args.kind,
+        text_field=args.text_field,
+        seq_len=args.seq_len,
+        mask_ratio=args.mask_ratio,
+        seed=args.seed,
+        formats=tuple(f.strip() for f in args.format.split(",") if f.strip()),
+        pack=not args.no_pack,
+        mask_special_tokens=not args.no_mask_special_tokens,
+        input_bytes_per_shard=args.input_bytes_per_shard,
+    )
+    outcome = run_prepare(config, args.output, args.tokenizer, beam_args, args.overwrite, args.eos_token)
+    print(format_summary(outcome.manifest, outcome.run_info))
+    print(f"dataset written to {args.output}")
+    return 0
+
+
+def _add_inspect(sub) -> None:
+    p = sub.add_parser("inspect", help="show a sample decoded to text, masked positions marked")
+    p.add_argument("dir", metavar="DIR")
+    p.add_argument("--index", type=int, default=0, help="sample index in dataset order (default: 0)")
+    p.set_defaults(func=lambda a: (print(__import__("meap_data.inspect_sample", fromlist=["x"]).inspect_dataset(a.dir, a.index)), 0)[1])
+
+
+def _add_verify(sub) -> None:
+    p = sub.add_parser("verify", help="check checksums and counts; non-zero exit if corrupt")
+    p.add_argument("dir", metavar="DIR")
+    p.set_defaults(func=_cmd_verify)
+
+
+def _cmd_verify(args) -> int:
+    from .verify import verify_dataset
+
+    problems = verify_dataset(args.dir)
+    for problem in problems:
+        print(f"corrupt: {problem}", file=sys.stderr)
+    if problems:
+        print(f"error: dataset {args.dir} failed verification ({len(problems)} problems)", file=sys.stderr)
+        return 1
+    from .manifest import read_manifest
+
+    m = read_manifest(args.dir)
+    files = sum(len(v) for v in m["shards"].values())
+    print(f"ok: {args.dir}: {files} shard files, {m['counts']['samples']} samples, checksums match")
+    return 0
+
+
+def _add_tokenizer(sub) -> None:
+    p = sub.add_parser("tokenizer", help="tokenizer tools")
+    tsub = p.add_subparsers(dest="tokenizer_command", required=True)
+    t = tsub.add_parser("train", help="train a byte-level BPE (with <|endoftext|> and [MASK]) on a corpus")
+    t.add_argument("--input", nargs="+", required=True, metavar="GLOB")
+    t.add_argument("--vocab-size", type=int, required=True, help="vocabulary size in tokens, specials included")
+    t.add_argument("--output", required=True, metavar="tokenizer.json")
+    t.add_argument("--text-field", default="text")
+    t.add_argument("--max-chars", type=int, default=256 << 20, help="characters of input to train on (default: 256 Mi)")
+    t.set_defaults(func=_cmd_tokenizer_train)
+
+
+def _cmd_tokenizer_train(args) -> int:
+    from . import storage
+    from .inputs import FileRange, expand_inputs
+    from .readers import read_range
+    from .tokenizer import iter_training_texts, prepare_tokenizer, train_bpe
+
+    files = expand_inputs(args.input)
+    docs = (d for f in files for d in read_range(FileRange(f), args.text_field))
+    info = prepare_tokenizer(train_bpe(iter_training_texts(docs, args.max_chars), args.vocab_size))
+    storage.write_bytes_atomic(args.output, info.json.encode("utf-8"))
+    print(f"tokenizer with {info.vocab_size} tokens ([MASK]={info.mask_token_id}, "
+          f"{info.eos_token}={info.eos_token_id}) written to {args.output}")
+    return 0
+
+
+def _add_demo(sub) -> None:
+    p = sub.add_parser("demo", help="the whole path on the Python standard library's source, offline")
+    p.add_argument("--output", default=None, metavar="DIR", help="where to write (default: ./demo-output)")
+    p.add_argument("--quick", action="store_true", help="a smaller slice of the corpus")
+    p.set_defaults(func=lambda a: __import__("meap_data.demo", fromlist=["x"]).run_demo(a.output, a.quick))
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="meap-data",
+        description="MEAP-masked training shards from text corpora and Rust compiler transcripts.",
+    )
+    parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the summary")
+    sub = parser.add_subparsers(dest="command", required=True)
+    _add_prepare(sub)
+    _add_inspect(sub)
+    _add_verify(sub)
+    _add_tokenizer(sub)
+    try:
+        from .rust.cli import register as register_rust
+    except ImportError:
+        register_rust = None
+    if register_rust is not None:
+        register_rust(sub)
+    _add_demo(sub)
+    return parser
+
+
+def setup_logging(quiet: bool) -> None:
+    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    logging.getLogger("meap_data").setLevel(logging.WARNING if quiet else logging.INFO)
+    logging.getLogger("apache_beam").setLevel(logging.ERROR)
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = build_parser()
+    args, extra = parser.parse_known_args(argv)
+    if extra and not getattr(args, "accepts_beam_args", False):
+        parser.error(f"unrecognized arguments: {' '.join(extra)}")
+    setup_logging(args.quiet)
+    try:
+        if getattr(args, "accepts_beam_args", False):
+            return args.func(args, extra)
+        return args.func(args)
+    except MeapDataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return 130
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,116 @@
+"""The manifest (written last: its presence means the dataset is complete) and the
+Hugging Face ``datasets`` metadata that makes ``load_from_disk(DIR/arrow)`` work."""
+
+from __future__ import annotations
+
+import json
+
+from . import storage
+from .config import PrepareConfig
+from .errors import DatasetIncompleteError, MeapDataError
+from .shards import SAMPLE_SCHEMA
+from .tokenizer import TokenizerInfo
+
+SCHEMA_VERSION = 1
+MANIFEST = "manifest.json"
+RUN_INFO = "run_info.json"
+
+
+def dumps(data: dict) -> bytes:
+    """Canonical JSON bytes: sorted keys, fixed indentation, trailing newline."""
+    return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
+
+
+def build_manifest(config: PrepareConfig, tokenizer: TokenizerInfo, results: list[dict]) -> dict:
+    """Merge per-unit results (in unit order) into the manifest dict."""
+    results = sorted(results, key=lambda r: r["index"])
+    rejected: dict[str, int] = {}
+    counts = {k: 0 for k in ("documents_read", "documents_written", "samples", "tokens",
+                             "padding_tokens", "masked_tokens")}
+    shards: dict[str, list] = {fmt: [] for fmt in config.formats}
+    rejected_files = []
+    first_sample = 0
+    for r in results:
+        for k in counts:
+            counts[k] += r[k]
+        for reason, n in r["rejected"].items():
+            rejected[reason] = rejected.get(reason, 0) + n
+        for fmt in config.formats:
+            entry = dict(r["files"][fmt])
+            entry["first_sample"] = first_sample
+            shards[fmt].append(entry)
+        first_sample += r["samples"]
+        if r.get("rejected_file"):
+            rejected_files.append(r["rejected_file"])
+    counts["documents_rejected"] = sum(rejected.values())
+    counts["rejected_by_reason"] = dict(sorted(rejected.items()))
+    if counts["documents_read"] != counts["documents_written"] + counts["documents_rejected"]:
+        raise MeapDataError(
+            f"internal accounting error: {counts['documents_read']} documents read but "
+            f"{counts['documents_written']} written + {counts['documents_rejected']} rejected"
+        )
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "config": config.to_json(),
+        "config_hash": config.hash(tokenizer.sha256),
+        "tokenizer": tokenizer.manifest_entry(),
+        "mask_token_id": tokenizer.mask_token_id,
+        "seq_len": config.seq_len,
+        "counts": counts,
+        "shards": shards,
+        "rejected": rejected_files,
+    }
+
+
+def write_hf_metadata(output_dir: str, manifest: dict) -> None:
+    """``state.json`` and ``dataset_info.json`` so ``datasets.load_from_disk`` opens DIR/arrow."""
+    import datasets
+
+    features = datasets.Features.from_arrow_schema(SAMPLE_SCHEMA)
+    info = {
+        "builder_name": "meap_data",
+        "citation": "",
+        "description": "MEAP-masked samples written by meap-data",
+        "features": features.to_dict(),
+        "homepage": "",
+        "license": "",
+    }
+    state = {
+        "_data_files": [{"filename": e["path"].split("/")[-1]} for e in manifest["shards"]["arrow"]],
+        "_fingerprint": manifest["config_hash"][:16],
+        "_format_columns": None,
+        "_format_kwargs": {},
+        "_format_type": None,
+        "_output_all_columns": False,
+        "_split": None,
+    }
+    storage.write_bytes_atomic(storage.join(output_dir, "arrow", "dataset_info.json"), dumps(info))
+    storage.write_bytes_atomic(storage.join(output_dir, "arrow", "state.json"), dumps(state))
+
+
+def write_manifest(output_dir: str, manifest: dict) -> None:
+    if "arrow" in manifest["shards"]:
+        write_hf_metadata(output_dir, manifest)
+    storage.write_bytes_atomic(storage.join(output_dir, MANIFEST), dumps(manifest))
+
+
+def read_manifest(directory: str) -> dict:
+    """The manifest of a complete dataset; a clear error when there is none."""
+    path = storage.join(directory, MANIFEST)
+    if not storage.exists(directory):
+        raise MeapDataError(f"dataset directory {directory!r} does not exist")
+    if not storage.exists(path):
+        raise DatasetIncompleteError(
+            f"{directory!r} has no manifest.json: the dataset is incomplete or still being "
+            "written (manifest.json is written last); rerun 'meap-data prepare' with --overwrite"
+        )
+    try:
+        manifest = json.loads(storage.read_bytes(path))
+    except json.JSONDecodeError as exc:
+        raise MeapDataError(f"{path!r} is not valid JSON ({exc}); the dataset is corrupt") from exc
+    if manifest.get("schema_version") != SCHEMA_VERSION:
+        raise MeapDataError(
+            f"{path!r} has schema_version {manifest.get('schema_version')!r}; this meap-data "
+            f"reads version {SCHEMA_VERSION}"
+        )
+    return manifest

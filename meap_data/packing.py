@@ -1,0 +1,113 @@
+"""Packing token streams into fixed-length samples, keeping document boundaries.
+
+Packed (default): each document's tokens plus the end-of-document id are concatenated
+and cut every ``seq_len`` tokens; a document may span samples. Unpacked: each document
+(plus eos) starts its own sample; long ones are split, the last piece padded.
+Nothing is dropped: the final partial sample of a stream is padded (labels -100 there).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .keys import sample_key
+from .masking import IGNORE_INDEX
+
+
+@dataclass
+class PackedBatch:
+    """Clean samples ready for masking.
+
+    ``labels``: int32 (rows x seq_len), clean ids, -100 on padding. ``lengths``: real
+    tokens per row. ``doc_offsets[r]``: start of each document piece in row r.
+    ``doc_keys[r]``: the key of each piece's document. ``keys``: sample keys.
+    """
+
+    labels: np.ndarray
+    lengths: np.ndarray
+    keys: list[str]
+    doc_offsets: list[list[int]]
+    doc_keys: list[list[str]]
+
+    def __len__(self) -> int:
+        return len(self.keys)
+
+
+@dataclass
+class _Row:
+    key: str
+    tokens: list = field(default_factory=list)  # numpy pieces
+    filled: int = 0
+    offsets: list = field(default_factory=list)
+    doc_keys: list = field(default_factory=list)
+
+
+class Packer:
+    """Accumulates documents' tokens into samples of ``seq_len`` tokens.
+
+    ``add`` documents in order, take finished rows with ``drain``, and ``finish`` at the
+    end of the stream to pad and release the last partial row.
+    """
+
+    def __init__(self, seq_len: int, eos_id: int, pad_id: int, pack: bool = True):
+        if seq_len < 2:
+            raise ValueError(f"seq_len must be at least 2, got {seq_len}")
+        self.seq_len = seq_len
+        self.eos_id = eos_id
+        self.pad_id = pad_id
+        self.pack = pack
+        self._eos = np.array([eos_id], dtype=np.int32)
+        self._current: _Row | None = None
+        self._done: list[_Row] = []
+
+    def add(self, doc_key: str, ids: np.ndarray) -> None:
+        """Append one document's token ids (the eos id is added here)."""
+        tokens = np.concatenate([np.asarray(ids, dtype=np.int32), self._eos])
+        if not self.pack and self._current is not None:
+            self._close()
+        pos = 0
+        while pos < len(tokens):
+            if self._current is None:
+                self._current = _Row(sample_key(doc_key, pos))
+            row = self._current
+            take = min(self.seq_len - row.filled, len(tokens) - pos)
+            row.offsets.append(row.filled)
+            row.doc_keys.append(doc_key)
+            row.tokens.append(tokens[pos : pos + take])
+            row.filled += take
+            pos += take
+            if row.filled == self.seq_len:
+                self._close()
+
+    def _close(self) -> None:
+        if self._current is not None:
+            self._done.append(self._current)
+            self._current = None
+
+    def finish(self) -> None:
+        """End of stream: the partial row (if any) becomes a padded sample."""
+        self._close()
+
+    def pending_rows(self) -> int:
+        return len(self._done)
+
+    def drain(self) -> PackedBatch | None:
+        """All finished rows as one batch (None when there are none)."""
+        if not self._done:
+            return None
+        rows, self._done = self._done, []
+        labels = np.full((len(rows), self.seq_len), IGNORE_INDEX, dtype=np.int32)
+        lengths = np.empty(len(rows), dtype=np.int32)
+        for r, row in enumerate(rows):
+            flat = np.concatenate(row.tokens) if len(row.tokens) > 1 else row.tokens[0]
+            labels[r, : len(flat)] = flat
+            lengths[r] = len(flat)
+        return PackedBatch(
+            labels=labels,
+            lengths=lengths,
+            keys=[row.key for row in rows],
+            doc_offsets=[row.offsets for row in rows],
+            doc_keys=[row.doc_keys for row in rows],
+        )

@@ -1,0 +1,210 @@
+"""Reading documents from one planned input range, rejecting bad records with reasons.
+
+Every input record ends as exactly one :class:`Document` or one :class:`Rejected`, so
+``documents read = written + rejected`` holds downstream. Keys: the record's ``id`` field
+when present, else ``relpath:line`` (JSON lines, 1-based), ``relpath:row`` (Parquet and
+dataset rows, 0-based) or ``relpath`` (a text file is one document).
+"""
+
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import zlib
+from typing import Iterator
+
+from .documents import Document, Rejected
+from .inputs import FileRange
+
+ID_FIELD = "id"
+
+
+def read_range(frange: FileRange, text_field: str = "text") -> Iterator[Document | Rejected]:
+    """Documents (or rejections) of one input range, in input order."""
+    f = frange.file
+    try:
+        if f.kind == "jsonl":
+            yield from _read_jsonl(frange, text_field)
+        elif f.kind == "parquet":
+            yield from _read_parquet(frange, text_field)
+        elif f.kind == "hf_dataset":
+            yield from _read_hf_dataset(frange, text_field)
+        else:
+            yield from _read_text(frange)
+    except OSError as exc:  # opening failed: the whole file is one rejected input
+        yield Rejected(f.relpath, "unreadable_file", f"{type(exc).__name__}: {exc}")
+
+
+def _text_or_reason(value: object, text_field: str) -> tuple[str | None, str, str]:
+    if value is None:
+        return None, "null_text", f"field {text_field!r} is null"
+    if not isinstance(value, str):
+        return None, "text_not_string", f"field {text_field!r} is {type(value).__name__}, not a string"
+    if not value.strip():
+        return None, "empty_text", f"field {text_field!r} is empty"
+    return value, "", ""
+
+
+def _record_to_doc(record: object, text_field: str, fallback_key: str) -> Document | Rejected:
+    if not isinstance(record, dict):
+        return Rejected(fallback_key, "not_an_object", f"record is {type(record).__name__}, not an object")
+    key = record.get(ID_FIELD)
+    key = str(key) if key is not None and key != "" else fallback_key
+    if text_field not in record:
+        return Rejected(key, "missing_text_field", f"no field {text_field!r}; fields: {sorted(record)[:10]}")
+    text, reason, detail = _text_or_reason(record[text_field], text_field)
+    if text is None:
+        return Rejected(key, reason, detail)
+    return Document(key, text)
+
+
+def _open_binary(path: str):
+    raw = open(path, "rb")
+    lower = path.lower()
+    if lower.endswith(".gz"):
+        return gzip.GzipFile(fileobj=raw)
+    if lower.endswith((".zst", ".zstd")):
+        import zstandard
+
+        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
+    return raw
+
+
+def _lines_in_range(frange: FileRange) -> Iterator[tuple[int, bytes]]:
+    """(1-based line number, line bytes) for lines whose first byte lies in the range.
+
+    Line numbers of a range that starts mid-file are counted from the file start, so
+    keys do not depend on how the file was cut.
+    """
+    f = frange.file
+    if frange.start == 0 and frange.end is None:
+        with _open_binary(f.path) as stream:
+            buffered = io.BufferedReader(stream) if not hasattr(stream, "peek") else stream
+            for number, line in enumerate(buffered, start=1):
+                yield number, line
+        return
+    with open(f.path, "rb") as raw:
+        number = 1
+        if frange.start > 0:
+            # Count lines before the range (cheap: a bytes.count over buffers) and skip
+            # the line that straddles the start; it belongs to the previous range.
+            remaining = frange.start - 1
+            while remaining > 0:
+                chunk = raw.read(min(remaining, 1 << 20))
+                if not chunk:
+                    break
+                number += chunk.count(b"\n")
+                remaining -= len(chunk)
+            prev = raw.read(1)
+            if prev != b"\n":
+                rest = raw.readline()
+                if rest:
+                    number += 1
+            else:
+                number += 1
+        pos = raw.tell()
+        end = frange.end if frange.end is not None else float("inf")
+        while pos < end:
+            line = raw.readline()
+            if not line:
+                break
+            yield number, line
+            number += 1
+            pos += len(line)
+
+
+def _read_jsonl(frange: FileRange, text_field: str) -> Iterator[Document | Rejected]:
+    f = frange.file
+    number = 0
+    try:
+        for number, line in _lines_in_range(frange):
+            fallback = f"{f.relpath}:{number}"
+            if not line.strip():
+                continue  # blank lines are layout, not records
+            try:
+                text = line.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield Rejected(fallback, "invalid_utf8", f"byte {exc.start} of the line: {exc.reason}")
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as exc:
+                yield Rejected(fallback, "invalid_json", f"{exc.msg} at column {exc.colno}")
+                continue
+            yield _record_to_doc(record, text_field, fallback)
+    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        yield Rejected(
+            f"{f.relpath}:{number + 1}",
+            "truncated_or_corrupt_file",
+            f"decompression stopped after line {number}: {exc}; the rest of the file is lost",
+        )
+    except Exception as exc:  # zstandard raises its own ZstdError
+        if type(exc).__name__ != "ZstdError":
+            raise
+        yield Rejected(
+            f"{f.relpath}:{number + 1}",
+            "truncated_or_corrupt_file",
+            f"decompression stopped after line {number}: {exc}; the rest of the file is lost",
+        )
+
+
+def _read_text(frange: FileRange) -> Iterator[Document | Rejected]:
+    f = frange.file
+    with _open_binary(f.path) as stream:
+        try:
+            data = stream.read()
+        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+            yield Rejected(f.relpath, "truncated_or_corrupt_file", str(exc))
+            return
+    try:
+        text = data.decode("utf-8")
+    except UnicodeDecodeError as exc:
+        yield Rejected(f.relpath, "invalid_utf8", f"byte {exc.start}: {exc.reason}")
+        return
+    if not text.strip():
+        yield Rejected(f.relpath, "empty_text", "the file holds no text")
+        return
+    yield Document(f.relpath, text)
+
+
+def _read_parquet(frange: FileRange, text_field: str) -> Iterator[Document | Rejected]:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    f = frange.file
+    try:
+        pf = pq.ParquetFile(f.path)
+    except (pa.ArrowInvalid, OSError) as exc:
+        yield Rejected(f.relpath, "unreadable_file", f"not a readable Parquet file: {exc}")
+        return
+    names = pf.schema_arrow.names
+    if text_field not in names:
+        yield Rejected(f.relpath, "missing_text_field", f"no column {text_field!r}; columns: {names[:10]}")
+        return
+    columns = [text_field] + ([ID_FIELD] if ID_FIELD in names and ID_FIELD != text_field else [])
+    row = 0
+    for batch in pf.iter_batches(columns=columns, batch_size=4096):
+        for record in batch.to_pylist():
+            yield _record_to_doc(record, text_field, f"{f.relpath}:{row}")
+            row += 1
+
+
+def _read_hf_dataset(frange: FileRange, text_field: str) -> Iterator[Document | Rejected]:
+    import datasets
+
+    f = frange.file
+    loaded = datasets.load_from_disk(f.path)
+    splits = loaded.items() if isinstance(loaded, datasets.DatasetDict) else [("", loaded)]
+    for split, ds in splits:
+        prefix = f"{f.relpath}/{split}" if split else f.relpath
+        if text_field not in ds.column_names:
+            yield Rejected(prefix, "missing_text_field", f"no column {text_field!r}; columns: {ds.column_names[:10]}")
+            continue
+        columns = [c for c in (text_field, ID_FIELD) if c in ds.column_names]
+        row = 0
+        for batch in ds.select_columns(columns).iter(batch_size=1024):
+            for i in range(len(batch[text_field])):
+                record = {c: batch[c][i] for c in columns}
+                yield _record_to_doc(record, text_field, f"{prefix}:{row}")
+                row += 1

@@ -1,0 +1,164 @@
+"""File access for local paths and object-store URLs (``gs://``, ``s3://``, via fsspec).
+
+Writes are atomic: a local file is written under a temporary name and renamed; an
+object-store upload becomes visible only when it completes. A retried or rerun writer
+therefore never leaves a partial file under a final name.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import os
+import uuid
+from contextlib import contextmanager
+from typing import IO, Iterator
+
+
+def is_remote(path: str) -> bool:
+    return "://" in path and not path.startswith("file://")
+
+
+def _fs(path: str):
+    import fsspec
+
+    fs, stripped = fsspec.core.url_to_fs(path)
+    return fs, stripped
+
+
+def join(base: str, *parts: str) -> str:
+    if is_remote(base):
+        return "/".join([base.rstrip("/"), *parts])
+    return os.path.join(base, *parts)
+
+
+def exists(path: str) -> bool:
+    if is_remote(path):
+        fs, p = _fs(path)
+        return fs.exists(p)
+    return os.path.exists(path)
+
+
+def makedirs(path: str) -> None:
+    if not is_remote(path):
+        os.makedirs(path, exist_ok=True)
+
+
+def listdir(path: str) -> list[str]:
+    """Names (not paths) in a directory; empty when it does not exist."""
+    if is_remote(path):
+        fs, p = _fs(path)
+        if not fs.exists(p):
+            return []
+        return sorted(os.path.basename(x.rstrip("/")) for x in fs.ls(p, detail=False))
+    return sorted(os.listdir(path)) if os.path.isdir(path) else []
+
+
+def remove_tree(path: str) -> None:
+    if is_remote(path):
+        fs, p = _fs(path)
+        if fs.exists(p):
+            fs.rm(p, recursive=True)
+        return
+    import shutil
+
+    if os.path.isdir(path):
+        shutil.rmtree(path)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def remove(path: str) -> None:
+    if is_remote(path):
+        fs, p = _fs(path)
+        if fs.exists(p):
+            fs.rm(p)
+    elif os.path.exists(path):
+        os.remove(path)
+
+
+def open_read(path: str) -> IO[bytes]:
+    if is_remote(path):
+        fs, p = _fs(path)
+        return fs.open(p, "rb")
+    return open(path, "rb")
+
+
+def read_bytes(path: str) -> bytes:
+    with open_read(path) as f:
+        return f.read()
+
+
+def size(path: str) -> int:
+    if is_remote(path):
+        fs, p = _fs(path)
+        return int(fs.size(p))
+    return os.path.getsize(path)
+
+
+class HashingWriter:
+    """A write-only file wrapper that counts bytes and computes their sha256."""
+
+    def __init__(self, raw: IO[bytes]):
+        self._raw = raw
+        self._hash = hashlib.sha256()
+        self.bytes_written = 0
+
+    def write(self, data) -> int:
+        view = memoryview(data)
+        self._raw.write(view)
+        self._hash.update(view)
+        self.bytes_written += view.nbytes
+        return view.nbytes
+
+    def flush(self) -> None:
+        self._raw.flush()
+
+    def tell(self) -> int:
+        return self.bytes_written
+
+    @property
+    def closed(self) -> bool:
+        return False
+
+    def sha256(self) -> str:
+        return self._hash.hexdigest()
+
+
+@contextmanager
+def atomic_writer(path: str) -> Iterator[HashingWriter]:
+    """Write ``path`` atomically; the yielded writer reports size and sha256."""
+    if is_remote(path):
+        fs, p = _fs(path)
+        with fs.open(p, "wb") as raw:
+            yield HashingWriter(raw)
+        return
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
+    try:
+        with open(tmp, "wb") as raw:
+            writer = HashingWriter(raw)
+            yield writer
+            raw.flush()
+            os.fsync(raw.fileno())
+        os.replace(tmp, path)
+    finally:
+        if os.path.exists(tmp):
+            os.remove(tmp)
+
+
+def write_bytes_atomic(path: str, data: bytes) -> str:
+    """Write ``data`` atomically; returns its sha256."""
+    with atomic_writer(path) as w:
+        w.write(data)
+    return w.sha256()
+
+
+def sha256_file(path: str, chunk: int = 1 << 22) -> str:
+    h = hashlib.sha256()
+    with open_read(path) as f:
+        while True:
+            block = f.read(chunk)
+            if not block:
+                break
+            h.update(block)
+    return h.hexdigest()
