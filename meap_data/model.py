@@ -1,0 +1,182 @@
+"""A small GPT-style decoder for ``train_shards.py`` (nanoGPT's model, trimmed).
+
+Pre-LayerNorm blocks, learned absolute positions, GELU MLP, the token embedding tied to
+the output layer. Attention goes through ``F.scaled_dot_product_attention``: with
+``is_causal=True`` when samples may attend across packed documents (Flash attention on
+Hopper), or with a boolean (B, 1, L, L) mask built from per-position document ids when
+they may not (a dense mask rules out the Flash kernel; SDPA picks the memory-efficient
+kernel on CUDA, the math kernel on CPU).
+
+The model shifts (Hugging Face convention): ``labels`` are aligned with ``input_ids`` and
+the loss at position t predicts ``labels[t + 1]`` from inputs ``0..t``; -100 is ignored.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass
+
+import torch
+import torch.nn as nn
+import torch.nn.functional as F
+
+IGNORE_INDEX = -100
+# Rows of the output layer are padded to a multiple of this: matmuls with a dimension
+# divisible by 64 use the tensor cores fully (nanoGPT's 50257 -> 50304 trick). The extra
+# rows are never targets, so they only learn to stay improbable.
+VOCAB_MULTIPLE = 64
+
+
+@dataclass(frozen=True)
+class ModelConfig:
+    """Shape of the decoder. ``vocab_size`` is the dataset tokenizer's (mask and eos
+    included); ``seq_len`` is the longest input in tokens."""
+
+    vocab_size: int
+    seq_len: int
+    n_layer: int = 12
+    n_embd: int = 768
+    n_head: int = 12
+    dropout: float = 0.0
+
+    def __post_init__(self):
+        if self.n_embd % self.n_head:
+            raise ValueError(f"--width {self.n_embd} is not divisible by --heads {self.n_head}; pick a width that is")
+        if min(self.vocab_size, self.seq_len, self.n_layer, self.n_embd, self.n_head) < 1:
+            raise ValueError(f"every model dimension must be positive, got {asdict(self)}")
+
+    @property
+    def padded_vocab_size(self) -> int:
+        return -(-self.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
+
+
+def document_ids(doc_offsets: list[list[int]], seq_len: int) -> torch.Tensor:
+    """(B, seq_len) int32: for each position, the index of the packed document it belongs
+    to within its sample. ``doc_offsets[b]`` lists the start position of each document."""
+    ids = torch.zeros(len(doc_offsets), seq_len, dtype=torch.int32)
+    for b, offsets in enumerate(doc_offsets):
+        starts = [o for o in offsets if 0 < o < seq_len]
+        if starts:
+            ids[b, starts] = 1
+    return ids.cumsum(dim=1, dtype=torch.int32)
+
+
+def document_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
+    """(B, 1, L, L) bool, True where query i may attend to key j: same document and j <= i."""
+    length = doc_ids.shape[1]
+    causal = torch.ones(length, length, dtype=torch.bool, device=doc_ids.device).tril()
+    same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]
+    return (same_doc & causal)[:, None]
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.n_head = cfg.n_head
+        self.qkv = nn.Linear(cfg.n_embd, 3 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(cfg.n_embd, cfg.n_embd, bias=False)
+        self.proj.residual_scaled = True
+        self.dropout = cfg.dropout
+        self.resid_dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        B, T, C = x.shape
+        q, k, v = self.qkv(x).split(C, dim=2)
+        # (B, T, C) -> (B, heads, T, head_dim)
+        q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        y = F.scaled_dot_product_attention(
+            q, k, v,
+            attn_mask=attn_mask,
+            is_causal=attn_mask is None,
+            dropout_p=self.dropout if self.training else 0.0,
+        )
+        y = y.transpose(1, 2).contiguous().view(B, T, C)
+        return self.resid_dropout(self.proj(y))
+
+
+class MLP(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.fc = nn.Linear(cfg.n_embd, 4 * cfg.n_embd, bias=False)
+        self.proj = nn.Linear(4 * cfg.n_embd, cfg.n_embd, bias=False)
+        self.proj.residual_scaled = True
+        self.dropout = nn.Dropout(cfg.dropout)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.dropout(self.proj(F.gelu(self.fc(x), approximate="tanh")))
+
+
+class Block(nn.Module):
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.ln_1 = nn.LayerNorm(cfg.n_embd)
+        self.attn = CausalSelfAttention(cfg)
+        self.ln_2 = nn.LayerNorm(cfg.n_embd)
+        self.mlp = MLP(cfg)
+
+    def forward(self, x: torch.Tensor, attn_mask: torch.Tensor | None) -> torch.Tensor:
+        x = x + self.attn(self.ln_1(x), attn_mask)
+        return x + self.mlp(self.ln_2(x))
+
+
+class GPT(nn.Module):
+    """Decoder-only transformer. ``forward(input_ids, labels, doc_ids)`` returns the mean
+    next-token cross-entropy (nats per supervised token) when labels are given, else the
+    logits (B, T, padded vocab)."""
+
+    def __init__(self, cfg: ModelConfig):
+        super().__init__()
+        self.cfg = cfg
+        self.wte = nn.Embedding(cfg.padded_vocab_size, cfg.n_embd)
+        self.wpe = nn.Embedding(cfg.seq_len, cfg.n_embd)
+        self.drop = nn.Dropout(cfg.dropout)
+        self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
+        self.ln_f = nn.LayerNorm(cfg.n_embd)
+        self.lm_head = nn.Linear(cfg.n_embd, cfg.padded_vocab_size, bias=False)
+        self.lm_head.weight = self.wte.weight  # weight tying (GPT-2)
+        self.apply(self._init_weights)
+
+    def _init_weights(self, module: nn.Module) -> None:
+        # GPT-2 init; projections into the residual stream scaled by 1/sqrt(2 * layers)
+        # so the stream's variance does not grow with depth.
+        if isinstance(module, nn.Linear):
+            std = 0.02 / math.sqrt(2 * self.cfg.n_layer) if getattr(module, "residual_scaled", False) else 0.02
+            nn.init.normal_(module.weight, mean=0.0, std=std)
+        elif isinstance(module, nn.Embedding):
+            nn.init.normal_(module.weight, mean=0.0, std=0.02)
+
+    def num_params(self, non_embedding: bool = True) -> int:
+        """Parameter count; ``non_embedding`` leaves out the position table (a lookup, no
+        FLOPs). The tied token table stays in: it does the output layer's matmul."""
+        n = sum(p.numel() for p in self.parameters())
+        return n - self.wpe.weight.numel() if non_embedding else n
+
+    def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
+                doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+        B, T = input_ids.shape
+        if T > self.cfg.seq_len:
+            raise ValueError(f"input of {T} tokens is longer than the model's --seq-len {self.cfg.seq_len}")
+        pos = torch.arange(T, device=input_ids.device)
+        x = self.drop(self.wte(input_ids) + self.wpe(pos))
+        attn_mask = None if doc_ids is None else document_causal_mask(doc_ids)
+        for block in self.blocks:
+            x = block(x, attn_mask)
+        logits = self.lm_head(self.ln_f(x))
+        if labels is None:
+            return logits
+        # Shift here: position t predicts labels[t + 1]. Float32 for the softmax, as
+        # bf16 logits lose precision in the log-sum-exp over a large vocabulary.
+        return F.cross_entropy(
+            logits[:, :-1].reshape(-1, logits.size(-1)).float(),
+            labels[:, 1:].reshape(-1).long(),
+            ignore_index=IGNORE_INDEX,
+        )
+
+
+def flops_per_token(cfg: ModelConfig, n_params: int) -> float:
+    """Training FLOPs per token (forward + backward), PaLM appendix B / nanoGPT:
+    ``6 * N + 12 * n_layer * n_embd * seq_len``. ``N``: parameters doing matmuls (see
+    :meth:`GPT.num_params`); 6 = 2 (multiply-add) x 3 (forward + two backward matmuls).
+    The second term is attention's QK^T and AV, counted for the full L x L square as
+    PaLM does, although causal attention needs only half of it."""
+    return 6.0 * n_params + 12.0 * cfg.n_layer * cfg.n_embd * cfg.seq_len
