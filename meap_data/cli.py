@@ -150,9 +150,15 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def setup_logging(quiet: bool) -> None:
-    logging.basicConfig(format="%(asctime)s %(message)s", datefmt="%H:%M:%S", stream=sys.stderr)
+    """Our progress lines on stderr; other libraries only at ERROR (Beam logs import-time
+    warnings about optional cloud clients through the root logger)."""
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
+    handler.addFilter(lambda r: r.name.startswith("meap_data") or r.levelno >= logging.ERROR)
+    root = logging.getLogger()
+    root.handlers[:] = [handler]
+    root.setLevel(logging.WARNING)
     logging.getLogger("meap_data").setLevel(logging.WARNING if quiet else logging.INFO)
-    logging.getLogger("apache_beam").setLevel(logging.ERROR)
 
 
 def main(argv: list[str] | None = None) -> int:
