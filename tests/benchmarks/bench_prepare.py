@@ -1,0 +1,114 @@
+"""Benchmark of `prepare` against raw tokenization, from one run, one corpus, one tokenizer.
+
+Prints:
+  - raw `encode_batch` throughput (the baseline: tokenization alone, texts in memory),
+  - end-to-end `prepare` throughput on the local runner (read, tokenize, pack, mask,
+    write Arrow + WebDataset, manifest), and its ratio to the baseline (target >= 0.85),
+  - MEAP masking alone in tokens/s (target >= 100 M/s),
+  - peak memory (RSS) of the process.
+
+Corpus: every .py file of this Python's standard library (about 30 MB), tokenizer: a
+16k byte-level BPE trained on it. Run: `.venv/bin/python tests/benchmarks/bench_prepare.py`.
+"""
+
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import resource
+import sys
+import tempfile
+import time
+
+import numpy as np
+
+sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__)))))
+
+from meap_data.config import PrepareConfig  # noqa: E402
+from meap_data.demo import stdlib_dir  # noqa: E402
+from meap_data.inputs import FileRange, expand_inputs  # noqa: E402
+from meap_data.masking import apply_meap_mask  # noqa: E402
+from meap_data.prepare import run_prepare  # noqa: E402
+from meap_data.readers import read_range  # noqa: E402
+from meap_data.tokenizer import prepare_tokenizer, train_bpe  # noqa: E402
+
+
+def peak_rss_mb() -> float:
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--glob", default=os.path.join(stdlib_dir(), "**", "*.py"))
+    ap.add_argument("--vocab-size", type=int, default=16384)
+    ap.add_argument("--seq-len", type=int, default=2048)
+    ap.add_argument("--repeats", type=int, default=3, help="timed repetitions; the best is reported")
+    args = ap.parse_args()
+
+    files = [f for f in expand_inputs([args.glob]) if "site-packages" not in f.relpath]
+    docs = [d for f in files for d in read_range(FileRange(f)) if hasattr(d, "text")]
+    texts = [d.text for d in docs]
+    n_chars = sum(map(len, texts))
+    print(f"corpus: {len(texts)} documents, {n_chars / 1e6:.1f} M characters from {args.glob}")
+    t = time.perf_counter()
+    info = prepare_tokenizer(train_bpe(texts, args.vocab_size))
+    print(f"tokenizer: {info.vocab_size}-token byte-level BPE trained in {time.perf_counter() - t:.1f} s")
+    tok = info.build()
+
+    # Baseline: encode_batch over the same texts, batched by characters as prepare does.
+    def encode_all() -> int:
+        total, batch, chars = 0, [], 0
+        for text in texts:
+            batch.append(text)
+            chars += len(text)
+            if chars >= 1 << 20:
+                total += sum(len(e.ids) for e in tok.encode_batch(batch, add_special_tokens=False))
+                batch, chars = [], 0
+        if batch:
+            total += sum(len(e.ids) for e in tok.encode_batch(batch, add_special_tokens=False))
+        return total
+
+    raw_best, n_tokens = float("inf"), 0
+    for _ in range(args.repeats):
+        t = time.perf_counter()
+        n_tokens = encode_all()
+        raw_best = min(raw_best, time.perf_counter() - t)
+    raw_tps = n_tokens / raw_best
+
+    with tempfile.TemporaryDirectory() as tmp:
+        tok_path = os.path.join(tmp, "tokenizer.json")
+        with open(tok_path, "w") as f:
+            f.write(info.json)
+        # The same file list as the baseline, as globs prepare expands identically.
+        list_glob = [f.path for f in files]
+        config = PrepareConfig(inputs=tuple(list_glob), seq_len=args.seq_len, input_bytes_per_shard=8 << 20)
+        e2e_best, manifest = float("inf"), None
+        for _ in range(args.repeats):
+            outcome = run_prepare(config, os.path.join(tmp, "out"), tokenizer=tok_path, overwrite=True)
+            e2e_best = min(e2e_best, outcome.run_info["seconds_pipeline"])
+            manifest = outcome.manifest
+        real_tokens = manifest["counts"]["tokens"] - manifest["counts"]["documents_written"]  # minus eos
+        e2e_tps = real_tokens / e2e_best
+
+    rows = 1024
+    labels = np.random.default_rng(0).integers(0, args.vocab_size, (rows, args.seq_len), dtype=np.int32)
+    keys = [f"{i:016x}" for i in range(rows)]
+    lengths = np.full(rows, args.seq_len)
+    mask_best = float("inf")
+    for _ in range(10):
+        t = time.perf_counter()
+        apply_meap_mask(labels, lengths, keys, mask_id=info.mask_token_id, ratio=0.15, seed=0)
+        mask_best = min(mask_best, time.perf_counter() - t)
+    mask_tps = rows * args.seq_len / mask_best
+
+    print(f"raw encode_batch:      {raw_tps / 1e6:8.2f} M tokens/s  ({n_tokens} tokens in {raw_best:.2f} s)")
+    print(f"prepare end to end:    {e2e_tps / 1e6:8.2f} M tokens/s  ({real_tokens} tokens in {e2e_best:.2f} s, "
+          f"{len(manifest['shards']['arrow'])} shards x 2 formats)")
+    print(f"ratio prepare/raw:     {e2e_tps / raw_tps:8.3f}   (target >= 0.85)")
+    print(f"masking alone:         {mask_tps / 1e6:8.1f} M tokens/s  ({rows} x {args.seq_len}; target >= 100)")
+    print(f"peak memory (RSS):     {peak_rss_mb():8.0f} MB")
+
+
+if __name__ == "__main__":
+    main()
