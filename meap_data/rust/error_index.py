@@ -1,0 +1,300 @@
+"""A transcript corpus from the local toolchain's error index, offline.
+
+``$(rustc --print sysroot)/share/doc/rust/html/error_codes/E*.html`` (the rust-docs
+component) holds, per error code, ``compile_fail`` examples tagged with the code they
+must produce and usually a corrected example. Each failing example is compiled as
+rustdoc would (its tagged edition, 2015 when untagged; ``RUSTC_BOOTSTRAP=1`` so
+feature gates work; a binary crate, compiled to an object file with ``--emit=obj`` so
+errors found only during code generation show, without needing a linker) and paired
+with the page's fix, whose compiling is recorded too.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import html
+import re
+import tempfile
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from meap_data.errors import MeapDataError
+from meap_data.rust.harvest import (
+    DEFAULT_TIME_LIMIT_S, Toolchain, compile_file, compiler_env, find_toolchain, run_compiler,
+)
+from meap_data.rust.records import SCHEMA_VERSION, write_records
+
+BOOTSTRAP_ENV = {"RUSTC_BOOTSTRAP": "1"}
+_BLOCK = re.compile(r'<pre(?P<pre>[^>]*)>\s*<code class="(?P<cls>[^"]*)">(?P<body>.*?)</code>\s*</pre>', re.S)
+_MDBOOK_MAIN = '<span class="boring">fn main() {\n</span>'
+_TAG = re.compile(r"<[^>]+>")
+_CODE = re.compile(r"^E\d{4}$")
+_EDITION = re.compile(r"^edition(\d{4})$")
+# Info-string words that make an mdbook code block Rust (``` alone, ```rust, ```no_run...).
+_RUST_LANGS = {"rust", "compile_fail", "no_run", "should_panic", "ignore", "test_harness",
+               "edition2015", "edition2018", "edition2021", "edition2024"}
+
+
+@dataclasses.dataclass(frozen=True)
+class CodeBlock:
+    """A code block of an error-index page: its info-string tags and its text."""
+
+    tags: tuple[str, ...]
+    code: str
+
+    @property
+    def is_rust(self) -> bool:
+        return bool(self.tags) and self.tags[0] in _RUST_LANGS
+
+    @property
+    def compile_fail(self) -> bool:
+        return self.is_rust and "compile_fail" in self.tags and "ignore" not in self.tags
+
+    @property
+    def is_fix(self) -> bool:
+        """A Rust block rustdoc expects to compile: neither compile_fail nor ignore."""
+        return self.is_rust and "compile_fail" not in self.tags and "ignore" not in self.tags
+
+    @property
+    def edition(self) -> str:
+        for tag in self.tags:
+            m = _EDITION.match(tag)
+            if m:
+                return m[1]
+        return "2015"
+
+    @property
+    def expected_code(self) -> str | None:
+        return next((t for t in self.tags if _CODE.match(t)), None)
+
+
+@dataclasses.dataclass(frozen=True)
+class Example:
+    """One compile_fail example and the page's corrected example, when there is one."""
+
+    page: str
+    index: int
+    block: CodeBlock
+    fix: CodeBlock | None
+
+    @property
+    def key(self) -> str:
+        return f"{self.page}-{self.index}"
+
+
+def error_codes_dir(toolchain: Toolchain) -> Path:
+    """The error index's HTML directory, or a MeapDataError naming it and the fix."""
+    d = Path(toolchain.sysroot) / "share" / "doc" / "rust" / "html" / "error_codes"
+    if not d.is_dir() or not any(d.glob("E*.html")):
+        raise MeapDataError(
+            f"error index not found: {d} has no E*.html pages; install the docs with "
+            "`rustup component add rust-docs`"
+        )
+    return d
+
+
+def page_blocks(page_html: str) -> list[CodeBlock]:
+    """The code blocks of one page, in page order, as the programs rustdoc would compile.
+
+    mdbook keeps the lines it hides (``#![allow(unused)]``, the ``fn main() {`` wrapper,
+    the author's ``# `` lines) inside ``<span class="boring">``, so stripping tags
+    yields the full program. Two mdbook habits differ from rustdoc and are undone:
+    a hidden ``#![feature]`` line lands inside its ``fn main`` wrapper, where it is
+    not a crate attribute; and blocks mdbook does not take for Rust (```` ```no_run ````)
+    come raw, with ``# `` lines and no wrapper.
+    """
+    blocks = []
+    for m in _BLOCK.finditer(page_html):
+        words = m["cls"].split()
+        tags = tuple(w[len("language-"):] if w.startswith("language-") else w for w in words)
+        code = html.unescape(_TAG.sub("", m["body"]))
+        if "playground" in m["pre"]:
+            if _MDBOOK_MAIN in m["body"]:
+                code = _hoist_crate_attributes(code)
+        elif tags and tags[0] in _RUST_LANGS:
+            code = rustdoc_wrap(code)
+        blocks.append(CodeBlock(tags, code if code.endswith("\n") else code + "\n"))
+    return blocks
+
+
+def _hoist_crate_attributes(code: str) -> str:
+    # Move #![...] lines from the top of the fn main body to above `fn main() {`.
+    lines = code.split("\n")
+    try:
+        at = lines.index("fn main() {")
+    except ValueError:
+        return code
+    end = at + 1
+    attrs, kept = [], []
+    while end < len(lines) and (lines[end].startswith("#![") or not lines[end].strip()
+                                or lines[end].lstrip().startswith("//")):
+        (attrs if lines[end].startswith("#![") else kept).append(lines[end])
+        end += 1
+    if not attrs:
+        return code
+    return "\n".join(lines[:at] + attrs + [lines[at]] + kept + lines[end:])
+
+
+def rustdoc_wrap(code: str) -> str:
+    """Prepare a raw doc-test block the way rustdoc does.
+
+    ``# `` lines are unhidden, crate attributes (``#![...]``) stay at the top, the rest is
+    wrapped in ``fn main() { ... }`` unless it defines main, and ``#![allow(unused)]``
+    goes first, as rustdoc's default ``doc(test(attr(...)))`` does.
+    """
+    lines = []
+    for line in code.rstrip("\n").split("\n"):
+        stripped = line.lstrip()
+        if stripped == "#":
+            line = ""
+        elif stripped.startswith("# "):
+            line = line[: len(line) - len(stripped)] + stripped[2:]
+        elif stripped.startswith("##"):
+            line = line[: len(line) - len(stripped)] + stripped[1:]
+        lines.append(line)
+    attrs = [l for l in lines if l.startswith("#![")]
+    body = [l for l in lines if not l.startswith("#![")]
+    text = "\n".join(body)
+    if not re.search(r"\bfn\s+main\s*\(", text):
+        text = "fn main() {\n" + text + "\n}"
+    return "\n".join(["#![allow(unused)]", *attrs, text]) + "\n"
+
+
+def page_examples(page: str, page_html: str) -> list[Example]:
+    """compile_fail examples of a page, each with its fix.
+
+    The fix is the first compiling Rust block after the example, else the last one before
+    it: pages alternate "erroneous code", then "corrected code".
+    """
+    blocks = page_blocks(page_html)
+    examples = []
+    for i, block in enumerate(blocks):
+        if not block.compile_fail:
+            continue
+        after = next((b for b in blocks[i + 1:] if b.is_fix), None)
+        before = next((b for b in reversed(blocks[:i]) if b.is_fix), None)
+        examples.append(Example(page, len(examples), block, after or before))
+    return examples
+
+
+def all_examples(docs: Path) -> list[Example]:
+    """Every compile_fail example under ``docs``, in (page, index) order."""
+    out = []
+    for path in sorted(docs.glob("E*.html")):
+        out.extend(page_examples(path.stem, path.read_text(encoding="utf-8", errors="replace")))
+    return out
+
+
+def fix_compiles(source: str, edition: str, toolchain: Toolchain, time_limit_s: float) -> bool:
+    """Whether ``source`` compiles to an object file (``rustc --emit=obj``, no linking)."""
+    with tempfile.TemporaryDirectory(prefix="meap-rust-") as tmp:
+        (Path(tmp) / "main.rs").write_text(source, encoding="utf-8")
+        argv = [toolchain.rustc, "--edition", edition, "--error-format=json", "--emit=obj",
+                "--out-dir", str(Path(tmp) / "out"), "main.rs"]
+        out = run_compiler(argv, Path(tmp), compiler_env(BOOTSTRAP_ENV, Path(tmp)), time_limit_s)
+        return out.exit_code == 0
+
+
+def example_record(example: Example, toolchain: Toolchain, *, time_limit_s: float) -> dict[str, Any]:
+    """Compile one example (and its fix) and return its transcript record.
+
+    The file is always ``main.rs``: a name carrying the error code would leak the answer.
+    """
+    block = example.block
+    with tempfile.TemporaryDirectory(prefix="meap-rust-") as tmp:
+        path = Path(tmp) / "main.rs"
+        path.write_text(block.code, encoding="utf-8")
+        compiled = compile_file(
+            path, Path(tmp), toolchain, edition=block.edition, time_limit_s=time_limit_s,
+            extra_env=BOOTSTRAP_ENV, crate_type="bin", emit="obj",
+        )
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "key": example.key,
+        "origin": "error-index",
+        "tool": "rustc",
+        "source": block.code,
+        "source_path": "$SRC/main.rs",
+        "edition": block.edition,
+        "toolchain": toolchain.version,
+        "env": dict(BOOTSTRAP_ENV),
+        "time_limit_s": time_limit_s,
+        "expected_code": block.expected_code,
+        "example": {"page": example.page, "index": example.index, "tags": list(block.tags)},
+        "fixed_source": example.fix.code if example.fix else None,
+        "fix_edition": example.fix.edition if example.fix else None,
+        "fix_compiles": (
+            fix_compiles(example.fix.code, example.fix.edition, toolchain, time_limit_s) if example.fix else None
+        ),
+    }
+    record.update(compiled.record_fields())
+    return record
+
+
+@dataclasses.dataclass(frozen=True)
+class CorpusSummary:
+    """What one error-index run produced; ``seconds`` is wall-clock, for the log only."""
+
+    examples: int
+    with_expected: int  # examples whose tag names a code
+    matched: int  # ... and that produced it
+    fixes: int
+    fixes_compiled: int
+    timed_out: int
+    seconds: float
+
+    @property
+    def matched_percent(self) -> float:
+        return 100.0 * self.matched / self.with_expected if self.with_expected else 0.0
+
+    def line(self) -> str:
+        return (
+            f"error-index: {self.examples} examples, expected code produced for {self.matched}/"
+            f"{self.with_expected} ({self.matched_percent:.1f}%), fixes compiled {self.fixes_compiled}/"
+            f"{self.fixes}, timed out {self.timed_out}, {self.seconds:.1f} s"
+        )
+
+
+def build_corpus(
+    output: str | Path,
+    *,
+    limit: int | None = None,
+    jobs: int = 2,
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+    toolchain: Toolchain | None = None,
+    progress: Callable[[str], None] | None = None,
+    progress_every: int = 50,
+) -> CorpusSummary:
+    """Compile the first ``limit`` examples (all when None), ``jobs`` at a time, into ``output``.
+
+    Records are written in (page, index) order whatever order the compiles finish in.
+    """
+    if limit is not None and limit < 1:
+        raise MeapDataError(f"--limit must be at least 1, got {limit}")
+    toolchain = toolchain or find_toolchain()
+    examples = all_examples(error_codes_dir(toolchain))[:limit]
+    start = time.monotonic()
+    n = {"expected": 0, "matched": 0, "fixes": 0, "fixed": 0, "timed_out": 0}
+
+    def one(example: Example) -> dict[str, Any]:
+        return example_record(example, toolchain, time_limit_s=time_limit_s)
+
+    def ordered() -> Iterator[dict[str, Any]]:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            for i, record in enumerate(pool.map(one, examples), start=1):
+                if record["expected_code"]:
+                    n["expected"] += 1
+                    n["matched"] += record["expected_code"] in record["produced_codes"]
+                n["fixes"] += record["fixed_source"] is not None
+                n["fixed"] += bool(record["fix_compiles"])
+                n["timed_out"] += record["timed_out"]
+                if progress and (i % progress_every == 0 or i == len(examples)):
+                    progress(f"error-index: {i}/{len(examples)} examples compiled, "
+                             f"{n['matched']}/{n['expected']} produced their expected code")
+                yield record
+
+    count = write_records(output, ordered())
+    return CorpusSummary(count, n["expected"], n["matched"], n["fixes"], n["fixed"], n["timed_out"],
+                         time.monotonic() - start)

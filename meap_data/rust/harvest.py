@@ -1,0 +1,491 @@
+"""Compile Rust sources and record what the compiler said, reproducibly.
+
+Each source is compiled twice with the same flags: once for the human-rendered stderr
+(kept verbatim as ``rendered``) and once with machine-readable JSON (parsed into
+``diagnostics``). Two runs, rather than stripping colour from JSON's ``rendered``
+fields, because only a real human run shows exactly what a person sees: cargo's status
+lines, an ICE's panic text, anything rustc writes outside a diagnostic.
+
+Records are made reproducible by replacing machine-specific paths (the source root,
+temp dirs, the sysroot, $HOME) with placeholders and scrubbing the random parts of
+file names rustc invents (``long-type-<n>.txt``, ``rustc-ice-<time>-<pid>.txt``).
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import os
+import re
+import shutil
+import signal
+import subprocess
+import sys
+import tempfile
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, Iterable, Iterator, Sequence
+
+from meap_data.errors import MeapDataError
+from meap_data.rust import diagnostics as diag
+from meap_data.rust.records import SCHEMA_VERSION, make_key, write_records
+
+EDITIONS = ("2015", "2018", "2021", "2024")
+DEFAULT_TIME_LIMIT_S = 60.0
+
+# Variables that make cargo's human output depend on the terminal or the user's config.
+_QUIET_ENV = {
+    "CARGO_TERM_COLOR": "never",
+    "CARGO_TERM_PROGRESS_WHEN": "never",
+    "CARGO_TERM_VERBOSE": "false",
+    "CARGO_TERM_QUIET": "false",
+}
+_SKIP_DIRS = {"target", ".git", ".hg", ".svn", "node_modules"}
+
+
+@dataclasses.dataclass(frozen=True)
+class Toolchain:
+    """The rustc (and cargo, when present) that compiles everything in one run."""
+
+    rustc: str
+    cargo: str | None
+    version: str  # `rustc -V`, e.g. "rustc 1.95.0 (59807616e 2026-04-14)"
+    sysroot: str
+
+
+def find_toolchain(rustc: str = "rustc", cargo: str = "cargo") -> Toolchain:
+    """Locate rustc (required) and cargo (optional) on PATH and ask rustc its version."""
+    rustc_path = shutil.which(rustc)
+    if rustc_path is None:
+        raise MeapDataError(
+            f"rustc not found on PATH ({os.environ.get('PATH', '')!r}); install a Rust toolchain "
+            "with rustup (https://rustup.rs) or put rustc on PATH"
+        )
+    try:
+        version = subprocess.run([rustc_path, "-V"], capture_output=True, text=True, check=True, timeout=60).stdout.strip()
+        sysroot = subprocess.run(
+            [rustc_path, "--print", "sysroot"], capture_output=True, text=True, check=True, timeout=60
+        ).stdout.strip()
+    except (subprocess.SubprocessError, OSError) as e:
+        raise MeapDataError(f"{rustc_path} -V failed ({e}); check the toolchain with `rustup show`") from e
+    return Toolchain(rustc_path, shutil.which(cargo), version, sysroot)
+
+
+# ---------------------------------------------------------------------- running
+
+
+@dataclasses.dataclass(frozen=True)
+class RunOutput:
+    """One compiler process: exit code (None when killed at the limit) and its output bytes."""
+
+    exit_code: int | None
+    timed_out: bool
+    stdout: bytes
+    stderr: bytes
+
+
+def run_compiler(argv: Sequence[str], cwd: Path, env: dict[str, str], time_limit_s: float) -> RunOutput:
+    """Run a compiler with a wall-clock limit in seconds, killing its whole process group.
+
+    cargo starts rustc as a child: killing only cargo would leave rustc running.
+    """
+    proc = subprocess.Popen(
+        list(argv), cwd=cwd, env=env, stdin=subprocess.DEVNULL,
+        stdout=subprocess.PIPE, stderr=subprocess.PIPE, start_new_session=True,
+    )
+    try:
+        out, err = proc.communicate(timeout=time_limit_s)
+    except subprocess.TimeoutExpired:
+        try:
+            os.killpg(proc.pid, signal.SIGKILL)
+        except ProcessLookupError:
+            pass
+        out, err = proc.communicate()
+        return RunOutput(None, True, out, err)
+    return RunOutput(proc.returncode, False, out, err)
+
+
+# ------------------------------------------------------------------ normalising
+
+_LONG_TYPE_HASH = re.compile(r"-[0-9a-f]{16}(?=\.long-type-)")
+_LONG_TYPE = re.compile(r"\.long-type-\d+\.txt")
+_ICE_FILE = re.compile(r"rustc-ice-[0-9T:_.+-]+?-\d+\.txt")
+_THREAD_ID = re.compile(r"(thread '[^']*') \(\d+\)")
+_CARGO_TIME = re.compile(r"(Finished .* in )(?:\d+m )?\d+(?:\.\d+)?s$", re.M)
+
+
+class Normaliser:
+    """Replace machine-specific paths by placeholders in text and in parsed values.
+
+    ``paths`` maps a real directory to its placeholder (``$SRC``, ``$TMP``...). Longer
+    paths go first, so the sysroot (under $HOME) becomes $SYSROOT, not $HOME/...; a
+    path only matches at a path boundary, so /root never rewrites /rooted.
+    """
+
+    def __init__(self, paths: dict[str, str]):
+        pairs = sorted(((p.rstrip("/"), ph) for p, ph in paths.items() if p and p.rstrip("/")), key=lambda x: -len(x[0]))
+        self._pairs = [(re.compile(re.escape(p) + r"(?![\w.-])"), ph) for p, ph in pairs]
+
+    def text(self, s: str) -> str:
+        """Normalise one string."""
+        for pattern, placeholder in self._pairs:
+            s = pattern.sub(lambda _m, ph=placeholder: ph, s)
+        s = _LONG_TYPE_HASH.sub("-<hash>", s)
+        s = _LONG_TYPE.sub(".long-type-<hash>.txt", s)
+        s = _ICE_FILE.sub("rustc-ice-<id>.txt", s)
+        s = _THREAD_ID.sub(r"\1 (<id>)", s)
+        return _CARGO_TIME.sub(r"\1<time>", s)
+
+    def value(self, v: Any) -> Any:
+        """Normalise every string inside nested dicts and lists."""
+        if isinstance(v, str):
+            return self.text(v)
+        if isinstance(v, list):
+            return [self.value(x) for x in v]
+        if isinstance(v, dict):
+            return {k: self.value(x) for k, x in v.items()}
+        return v
+
+
+def _home() -> str:
+    return os.environ.get("HOME") or str(Path.home())
+
+
+# --------------------------------------------------------------------- compiling
+
+
+@dataclasses.dataclass(frozen=True)
+class Compiled:
+    """The parts of a transcript record that come from compiling one source."""
+
+    argv: list[str]
+    argv_json: list[str]
+    exit_code: int | None
+    timed_out: bool
+    diagnostics: list[dict[str, Any]]
+    rendered: str
+    problems: list[str]
+
+    def record_fields(self) -> dict[str, Any]:
+        produced: dict[str, None] = {}
+        for d in self.diagnostics:
+            if d.get("code"):
+                produced.setdefault(d["code"], None)
+        return {
+            "argv": self.argv,
+            "argv_json": self.argv_json,
+            "exit_code": self.exit_code,
+            "timed_out": self.timed_out,
+            "diagnostics": self.diagnostics,
+            "rendered": self.rendered,
+            "problems": self.problems,
+            "produced_codes": list(produced),
+        }
+
+
+def compile_twice(
+    argv: Sequence[str],
+    argv_json: Sequence[str],
+    *,
+    cwd: Path,
+    env: dict[str, str],
+    time_limit_s: float,
+    normaliser: Normaliser,
+    json_on: str,
+    between: Callable[[], None] | None = None,
+) -> Compiled:
+    """Run the human and the JSON command; parse the JSON, keep the human stderr verbatim.
+
+    ``json_on`` is "stderr" for rustc and "stdout" for cargo; cargo's stderr in JSON
+    mode still carries cargo's own errors (a broken manifest), parsed as text.
+    ``between`` runs after the human run (cargo: empty the target dir so the JSON run
+    compiles from scratch too). The recorded argv names the tool, not its absolute path.
+    """
+    display = normaliser.value([Path(argv[0]).name, *argv[1:]])
+    display_json = normaliser.value([Path(argv_json[0]).name, *argv_json[1:]])
+    killed = Compiled(display, display_json, None, True, [], "",
+                      [f"compiler ran past the {time_limit_s:g} s time limit and was killed"])
+    human = run_compiler(argv, cwd, env, time_limit_s)
+    if human.timed_out:
+        return killed
+    if between is not None:
+        between()
+    machine = run_compiler(argv_json, cwd, env, time_limit_s)
+    if machine.timed_out:
+        return killed
+    rendered, problems = diag.decode(human.stderr)
+    stream = machine.stderr if json_on == "stderr" else machine.stdout
+    found: list[diag.Diagnostic] = []
+    if stream.strip():
+        parsed = diag.parse_json(diag.decode(stream)[0])
+        found += parsed.diagnostics
+        problems += parsed.problems
+    if json_on == "stdout" and machine.stderr.strip():
+        found += diag.parse_human(diag.decode(machine.stderr)[0]).diagnostics
+    return Compiled(
+        display, display_json, human.exit_code, False,
+        [normaliser.value(d.to_dict()) for d in found],
+        normaliser.text(diag.strip_ansi(rendered.replace("\r\n", "\n"))),
+        [normaliser.text(p) for p in problems],
+    )
+
+
+def compiler_env(extra: dict[str, str] | None, ice_dir: Path) -> dict[str, str]:
+    """The caller's environment plus quiet-terminal settings and ``extra``.
+
+    RUSTC_ICE sends ICE report files to ``ice_dir`` instead of the current directory.
+    """
+    env = dict(os.environ)
+    env.update(_QUIET_ENV)
+    env["RUSTC_ICE"] = str(ice_dir)
+    env.pop("RUSTC_WRAPPER", None)  # sccache and friends would change what runs
+    env.update(extra or {})
+    return env
+
+
+def has_main(source: str) -> bool:
+    """True when the source defines ``fn main`` (else it is compiled as a library)."""
+    return re.search(r"(?m)^\s*(?:pub\s+)?(?:async\s+)?fn\s+main\s*\(", source) is not None
+
+
+def compile_file(
+    path: Path,
+    base: Path,
+    toolchain: Toolchain,
+    *,
+    edition: str,
+    time_limit_s: float,
+    extra_env: dict[str, str] | None = None,
+    crate_type: str = "auto",
+    emit: str = "metadata",
+    source_placeholder: str = "$SRC",
+) -> Compiled:
+    """Compile one .rs file with rustc (``--emit=metadata``: type and borrow checking, no codegen).
+
+    ``crate_type`` "auto" compiles a file without ``fn main`` as a library (so a snippet
+    is not reported for lacking main); "bin" and "lib" force the choice. ``emit`` "obj"
+    adds code generation (no linking), which post-monomorphization errors need.
+
+    rustc runs in ``base`` with the path relative to it, so diagnostics name the file as
+    ``source_path`` does; outputs go to a temp dir so the source tree stays untouched.
+    """
+    rel = path.relative_to(base).as_posix()
+    source = path.read_text(encoding="utf-8", errors="replace")
+    with tempfile.TemporaryDirectory(prefix="meap-rust-") as tmp:
+        flags = ["--edition", edition]
+        if crate_type == "lib" or (crate_type == "auto" and not has_main(source)):
+            flags += ["--crate-type", "lib"]
+        flags += [f"--emit={emit}", "--out-dir", str(Path(tmp) / "out"), rel]
+        normaliser = Normaliser({str(base): source_placeholder, tmp: "$TMP", toolchain.sysroot: "$SYSROOT", _home(): "$HOME"})
+        return compile_twice(
+            [toolchain.rustc, *flags], [toolchain.rustc, "--error-format=json", *flags],
+            cwd=base, env=compiler_env(extra_env, Path(tmp)), time_limit_s=time_limit_s,
+            normaliser=normaliser, json_on="stderr",
+        )
+
+
+def compile_crate(crate: Path, rel: str, toolchain: Toolchain, *, time_limit_s: float) -> Compiled:
+    """``cargo check --offline`` a crate directory, on a copy so the source tree stays untouched.
+
+    Both runs use the same target dir (emptied in between) so paths in the two outputs
+    agree, and each compiles from scratch like a person's first ``cargo check``.
+    """
+    if toolchain.cargo is None:
+        raise MeapDataError(f"cargo not found on PATH, needed for crate {crate}; install it with rustup")
+    with tempfile.TemporaryDirectory(prefix="meap-rust-") as tmp:
+        copy = Path(tmp) / "src" / crate.name
+        shutil.copytree(crate, copy, ignore=shutil.ignore_patterns(*_SKIP_DIRS))
+        target = Path(tmp) / "target"
+        flags = ["check", "--offline", "--target-dir", str(target)]
+        normaliser = Normaliser({
+            str(copy): f"$SRC/{rel}", tmp: "$TMP", toolchain.sysroot: "$SYSROOT", _home(): "$HOME",
+        })
+        return compile_twice(
+            [toolchain.cargo, *flags], [toolchain.cargo, *flags, "--message-format=json"],
+            cwd=copy, env=compiler_env(None, Path(tmp)), time_limit_s=time_limit_s,
+            normaliser=normaliser, json_on="stdout",
+            between=lambda: shutil.rmtree(target, ignore_errors=True),
+        )
+
+
+# ------------------------------------------------------------------- discovery
+
+
+@dataclasses.dataclass(frozen=True)
+class SourceUnit:
+    """One thing to compile: a .rs file (rustc) or a crate directory (cargo)."""
+
+    path: Path  # absolute
+    base: Path  # directory that $SRC stands for
+    tool: str  # "rustc" or "cargo"
+
+    @property
+    def rel(self) -> str:
+        return self.path.relative_to(self.base).as_posix()
+
+    @property
+    def source_path(self) -> str:
+        return f"$SRC/{self.rel}"
+
+
+def discover(sources: Iterable[str | os.PathLike[str]]) -> list[SourceUnit]:
+    """Expand files and directories into compile units, sorted by source path.
+
+    A directory with a Cargo.toml is a crate; any other directory is searched for
+    crates and loose .rs files (files inside a crate belong to the crate). Paths are
+    relative to the parent of each argument, so ``progs/`` gives ``$SRC/progs/...``.
+    """
+    units: dict[str, SourceUnit] = {}
+
+    def add(unit: SourceUnit) -> None:
+        other = units.get(unit.rel)
+        if other is not None and other.path != unit.path:
+            raise MeapDataError(
+                f"two sources map to the same path {unit.source_path}: {other.path} and {unit.path}; "
+                "pass them in separate harvest runs or rename one"
+            )
+        units[unit.rel] = unit
+
+    for arg in sources:
+        p = Path(arg).resolve()
+        if p.is_file():
+            if p.suffix != ".rs":
+                raise MeapDataError(f"{arg}: not a .rs file or a directory; harvest takes Rust sources and crate directories")
+            add(SourceUnit(p, p.parent, "rustc"))
+        elif p.is_dir():
+            base = p.parent
+            if (p / "Cargo.toml").is_file():
+                add(SourceUnit(p, base, "cargo"))
+                continue
+            for unit in _walk(p, base):
+                add(unit)
+        else:
+            raise MeapDataError(f"{arg}: no such file or directory; pass .rs files or directories")
+    return [units[k] for k in sorted(units)]
+
+
+def _walk(root: Path, base: Path) -> Iterator[SourceUnit]:
+    for dirpath, dirnames, filenames in os.walk(root):
+        here = Path(dirpath)
+        if here != root and (here / "Cargo.toml").is_file():
+            dirnames[:] = []
+            yield SourceUnit(here, base, "cargo")
+            continue
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+        for name in sorted(filenames):
+            if name.endswith(".rs"):
+                yield SourceUnit(here / name, base, "rustc")
+
+
+def _crate_files(crate: Path) -> dict[str, str]:
+    files = {}
+    for dirpath, dirnames, filenames in os.walk(crate):
+        dirnames[:] = sorted(d for d in dirnames if d not in _SKIP_DIRS and not d.startswith("."))
+        for name in filenames:
+            if name.endswith(".rs") or (name == "Cargo.toml" and Path(dirpath) == crate):
+                p = Path(dirpath) / name
+                files[p.relative_to(crate).as_posix()] = p.read_text(encoding="utf-8", errors="replace")
+    return dict(sorted(files.items()))
+
+
+def crate_edition(manifest: str) -> str:
+    """The ``[package] edition`` of a Cargo.toml's text; cargo's default 2015 when absent."""
+    try:
+        package = tomllib.loads(manifest).get("package", {})
+    except tomllib.TOMLDecodeError:
+        return "2015"
+    edition = str(package.get("edition", "2015")) if isinstance(package, dict) else "2015"
+    return edition if edition in EDITIONS else "2015"
+
+
+def crate_source(files: dict[str, str]) -> str:
+    """All .rs files of a crate as one text, each after a ``// file: PATH`` line."""
+    parts = [f"// file: {path}\n{text}" + ("" if text.endswith("\n") else "\n") for path, text in files.items() if path.endswith(".rs")]
+    return "".join(parts)
+
+
+# ---------------------------------------------------------------------- harvest
+
+
+def transcript(unit: SourceUnit, toolchain: Toolchain, *, edition: str, time_limit_s: float) -> dict[str, Any]:
+    """Compile one unit and return its transcript record."""
+    record: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION,
+        "key": make_key(unit.rel),
+        "origin": "harvest",
+        "tool": unit.tool,
+        "source_path": unit.source_path,
+        "toolchain": toolchain.version,
+        "time_limit_s": time_limit_s,
+    }
+    if unit.tool == "rustc":
+        record["source"] = unit.path.read_text(encoding="utf-8", errors="replace")
+        record["edition"] = edition
+        compiled = compile_file(unit.path, unit.base, toolchain, edition=edition, time_limit_s=time_limit_s)
+    else:
+        files = _crate_files(unit.path)
+        record["files"] = files
+        record["source"] = crate_source(files)
+        record["edition"] = crate_edition(files.get("Cargo.toml", ""))
+        compiled = compile_crate(unit.path, unit.rel, toolchain, time_limit_s=time_limit_s)
+    record.update(compiled.record_fields())
+    return record
+
+
+@dataclasses.dataclass(frozen=True)
+class HarvestSummary:
+    """Counts from one harvest run (seconds are wall-clock, for the log only)."""
+
+    records: int
+    failed: int  # non-zero exit
+    timed_out: int
+    seconds: float
+
+
+def harvest(
+    sources: Sequence[str | os.PathLike[str]],
+    output: str | os.PathLike[str],
+    *,
+    jobs: int = 2,
+    time_limit_s: float = DEFAULT_TIME_LIMIT_S,
+    edition: str = "2021",
+    toolchain: Toolchain | None = None,
+    progress: Callable[[str], None] | None = None,
+) -> HarvestSummary:
+    """Compile every source (``jobs`` at a time) and write records sorted by source path.
+
+    ``edition`` applies to single files; crates use their Cargo.toml's edition.
+    """
+    if edition not in EDITIONS:
+        raise MeapDataError(f"--edition {edition!r} is not one of {', '.join(EDITIONS)}")
+    if time_limit_s <= 0:
+        raise MeapDataError(f"--time-limit must be positive seconds, got {time_limit_s}")
+    units = discover(sources)
+    if not units:
+        raise MeapDataError(f"no .rs files or crates found under {', '.join(map(str, sources))}")
+    toolchain = toolchain or find_toolchain()
+    start = time.monotonic()
+    counts = {"failed": 0, "timed_out": 0}
+
+    def one(unit: SourceUnit) -> dict[str, Any]:
+        return transcript(unit, toolchain, edition=edition, time_limit_s=time_limit_s)
+
+    def ordered() -> Iterator[dict[str, Any]]:
+        # map() yields in submission order whatever the completion order.
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            for i, record in enumerate(pool.map(one, units), start=1):
+                counts["timed_out"] += record["timed_out"]
+                counts["failed"] += bool(record["exit_code"])
+                if progress:
+                    progress(f"[{i}/{len(units)}] {record['source_path']}: "
+                             + ("timed out" if record["timed_out"] else f"exit {record['exit_code']}"))
+                yield record
+
+    n = write_records(output, ordered())
+    return HarvestSummary(n, counts["failed"], counts["timed_out"], time.monotonic() - start)
+
+
+def stderr_progress(message: str) -> None:
+    """Progress sink for long runs: one line per item on stderr."""
+    print(message, file=sys.stderr, flush=True)

@@ -1,0 +1,126 @@
+"""Transcript records: keys, canonical JSON lines, and validation against the schema.
+
+A record is a plain dict matching ``schemas/rust_transcript.schema.json``; every
+producer (harvest, error index) and consumer (rendering, masking, the pipeline) goes
+through this module so the file format has one definition.
+"""
+
+from __future__ import annotations
+
+import functools
+import hashlib
+import json
+import os
+import re
+import tempfile
+from pathlib import Path
+from typing import Any, Iterable, Iterator
+
+import jsonschema
+
+from meap_data.errors import MeapDataError
+
+SCHEMA_VERSION = 1
+SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "rust_transcript.schema.json"
+
+_KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
+
+
+@functools.lru_cache(maxsize=1)
+def load_schema() -> dict[str, Any]:
+    """The transcript JSON Schema (draft 2020-12), read once."""
+    try:
+        return json.loads(SCHEMA_PATH.read_text(encoding="utf-8"))
+    except OSError as e:
+        raise MeapDataError(
+            f"transcript schema not found at {SCHEMA_PATH}: {e.strerror}; "
+            "reinstall meap-data so its schemas/ directory is present"
+        ) from e
+
+
+@functools.lru_cache(maxsize=1)
+def _validator() -> jsonschema.protocols.Validator:
+    schema = load_schema()
+    jsonschema.Draft202012Validator.check_schema(schema)
+    return jsonschema.Draft202012Validator(schema)
+
+
+def validate_record(record: Any) -> str | None:
+    """None when ``record`` is a valid transcript, else one line saying where and why."""
+    if not isinstance(record, dict):
+        return f"record is a JSON {type(record).__name__}, not an object"
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(record))
+    if error is None:
+        return None
+    where = "/".join(str(p) for p in error.absolute_path) or "(top level)"
+    key = record.get("key")
+    who = f"record {key!r}" if isinstance(key, str) else "record"
+    message = error.message if len(error.message) <= 200 else error.message[:197] + "..."
+    return f"{who}: {where}: {message}"
+
+
+def make_key(path: str) -> str:
+    """A stable key for a source path: readable slug plus 8 hex digits of its hash.
+
+    The hash keeps ``a/b.rs`` and ``a_b.rs`` apart after the slug folds both to ``a_b_rs``.
+    """
+    slug = _KEY_UNSAFE.sub("_", path).strip("_")[-120:] or "source"
+    digest = hashlib.blake2b(path.encode("utf-8"), digest_size=4).hexdigest()
+    return f"{slug}-{digest}"
+
+
+def dumps_record(record: dict[str, Any]) -> str:
+    """Canonical JSON line (sorted keys, UTF-8, no spaces, trailing newline): byte-stable."""
+    return json.dumps(record, ensure_ascii=False, sort_keys=True, separators=(",", ":")) + "\n"
+
+
+def write_records(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> int:
+    """Write records as JSON lines atomically (temp file, then rename); returns the count.
+
+    A crash leaves either the previous file or none, never a truncated one.
+    """
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    count = 0
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+            for record in records:
+                f.write(dumps_record(record))
+                count += 1
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+    return count
+
+
+def read_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
+    """Yield (line number, record, None) for valid lines and (line number, None, reason) otherwise.
+
+    Blank lines are skipped; nothing here raises on bad content, only on an unreadable file.
+    """
+    p = Path(path)
+    try:
+        handle = p.open("rb")
+    except OSError as e:
+        raise MeapDataError(f"cannot read transcript records {p}: {e.strerror}") from e
+    with handle:
+        for number, raw in enumerate(handle, start=1):
+            if not raw.strip():
+                continue
+            try:
+                text = raw.decode("utf-8")
+            except UnicodeDecodeError as e:
+                yield number, None, f"{p}:{number}: invalid UTF-8 at byte {e.start} of the line"
+                continue
+            try:
+                record = json.loads(text)
+            except json.JSONDecodeError as e:
+                yield number, None, f"{p}:{number}: invalid JSON ({e.msg} at column {e.colno})"
+                continue
+            reason = validate_record(record)
+            if reason is None:
+                yield number, record, None
+            else:
+                yield number, None, f"{p}:{number}: {reason}"
