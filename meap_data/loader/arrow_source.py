@@ -1,0 +1,183 @@
+"""Random access to the Arrow shards by memory map.
+
+Each shard (an Arrow IPC stream file) is memory-mapped once per process and its record
+batches are located without touching their data: for every batch we keep the file
+offsets of its columns' buffers. Gathering a row is then a slice of the mapped file
+copied straight into the batch array: zero copies until the batch is assembled, and
+only the pages of the rows asked for are read from disk.
+
+Memory: the page cache holds what was touched; per opened shard this keeps a handful of
+integers per 256-row record batch.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import pyarrow as pa
+import pyarrow.compute as pc
+
+from .. import storage
+from ..errors import ChecksumError, MeapDataError
+from ..shards import SAMPLE_SCHEMA
+from .rows import Rows, hex16_words, key_words
+
+
+def _elem(array_address: int, base: int, itemsize: int, what: str) -> int:
+    delta = array_address - base
+    if delta % itemsize:
+        raise MeapDataError(f"{what}: buffer not aligned to {itemsize} bytes; the shard is corrupt")
+    return delta // itemsize
+
+
+def _address(np_array: np.ndarray) -> int:
+    return np_array.__array_interface__["data"][0]
+
+
+class ArrowShard:
+    """One memory-mapped Arrow shard: row gathers by local row index."""
+
+    def __init__(self, path: str, name: str, seq_len: int, samples: int):
+        self.name = name
+        self.seq_len = seq_len
+        try:
+            self._mm = pa.memory_map(path, "r")
+            size = self._mm.size()
+            whole = self._mm.read_buffer(size)
+            self._mm.seek(0)
+            table = pa.ipc.open_stream(self._mm).read_all()
+        except (pa.ArrowInvalid, OSError) as exc:
+            raise MeapDataError(
+                f"shard {name}: not a readable Arrow IPC stream ({exc}); the file is corrupt or "
+                "truncated: run 'meap-data verify' on the dataset, then re-copy it or rerun prepare"
+            ) from exc
+        if not table.schema.equals(SAMPLE_SCHEMA):
+            raise MeapDataError(f"shard {name}: schema {table.schema} is not meap-data's sample schema")
+        if table.num_rows != samples:
+            raise MeapDataError(f"shard {name}: {table.num_rows} rows, the manifest says {samples}")
+        for column in ("input_ids", "labels"):
+            if table.num_rows:
+                low, high = pc.min_max(pc.list_value_length(table.column(column))).values()
+                if low.as_py() != seq_len or high.as_py() != seq_len:
+                    raise MeapDataError(f"shard {name}: {column} rows are not all {seq_len} tokens long; the shard is corrupt")
+        self._whole = whole  # keeps the mapping alive for the views below
+        self.words = np.frombuffer(whole, dtype=np.int32, count=size // 4)
+        self.bytes = np.frombuffer(whole, dtype=np.uint8)
+        base = whole.address
+        row0, ids, labels, doc_offs, doc_vals, lens, key_offs, key_data = ([] for _ in range(8))
+        start = 0
+        for batch in table.to_batches():
+            row0.append(start)
+            start += batch.num_rows
+            for out, column in ((ids, "input_ids"), (labels, "labels")):
+                col = batch.column(column)
+                values = col.values.to_numpy(zero_copy_only=True)
+                first = int(col.offsets[0].as_py())
+                out.append(_elem(_address(values), base, 4, name) + first)
+            docs = batch.column("doc_offsets")
+            doc_offs.append(_elem(_address(docs.offsets.to_numpy(zero_copy_only=True)), base, 4, name))
+            doc_vals.append(_elem(_address(docs.values.to_numpy(zero_copy_only=True)), base, 4, name))
+            lens.append(_elem(_address(batch.column("length").to_numpy(zero_copy_only=True)), base, 4, name))
+            keys = batch.column("key")
+            _, offsets_buf, data_buf = keys.buffers()
+            key_offs.append(_elem(offsets_buf.address, base, 4, name) + keys.offset)
+            key_data.append(data_buf.address - base)
+        self.row0 = np.array(row0 + [start], dtype=np.int64)
+        self.ids = np.array(ids, dtype=np.int64)
+        self.labels = np.array(labels, dtype=np.int64)
+        self.doc_offs = np.array(doc_offs, dtype=np.int64)
+        self.doc_vals = np.array(doc_vals, dtype=np.int64)
+        self.lens = np.array(lens, dtype=np.int64)
+        self.key_offs = np.array(key_offs, dtype=np.int64)
+        self.key_data = np.array(key_data, dtype=np.int64)
+
+    def gather(self, local: np.ndarray, slots: np.ndarray, out: Rows, want_keys: bool,
+               doc_lists: list, key_list: list | None, want_inputs: bool = True) -> None:
+        """Copy rows ``local`` of this shard into ``out`` at rows ``slots``."""
+        L = self.seq_len
+        c = np.searchsorted(self.row0, local, side="right") - 1
+        r = local - self.row0[c]
+        w = self.words
+        ids_at = self.ids[c] + r * L
+        lab_at = self.labels[c] + r * L
+        if want_inputs:
+            for slot, a, b in zip(slots.tolist(), ids_at.tolist(), lab_at.tolist()):
+                out.input_ids[slot] = w[a : a + L]
+                out.labels[slot] = w[b : b + L]
+        else:
+            for slot, b in zip(slots.tolist(), lab_at.tolist()):
+                out.labels[slot] = w[b : b + L]
+        out.lengths[slots] = w[self.lens[c] + r]
+        lo = w[self.doc_offs[c] + r].astype(np.int64)
+        hi = w[self.doc_offs[c] + r + 1].astype(np.int64)
+        vals = self.doc_vals[c]
+        for slot, a, b in zip(slots.tolist(), (vals + lo).tolist(), (vals + hi).tolist()):
+            doc_lists[slot] = w[a:b]
+        klo = w[self.key_offs[c] + r].astype(np.int64)
+        khi = w[self.key_offs[c] + r + 1].astype(np.int64)
+        start = self.key_data[c] + klo
+        words = None
+        if ((khi - klo) == 16).all():
+            words = hex16_words(self.bytes[start[:, None] + np.arange(16)])
+        if words is None or want_keys:
+            strings = [self.bytes[a : a + n].tobytes().decode("utf-8") for a, n in zip(start.tolist(), (khi - klo).tolist())]
+            if words is None:
+                words = key_words(strings)
+            if key_list is not None:
+                for slot, s in zip(slots.tolist(), strings):
+                    key_list[slot] = s
+        out.key_words[slots] = words
+
+
+class ArrowSource:
+    """All Arrow shards of a dataset; opens each on first use (per process)."""
+
+    def __init__(self, directory: str, manifest: dict, verify: bool):
+        if storage.is_remote(directory):
+            raise MeapDataError(
+                f"the Arrow loader memory-maps shards, so {directory!r} must be on a local disk: copy the "
+                "dataset locally, or pass format='webdataset' to stream the tars from there"
+            )
+        self.directory = directory
+        self.entries = manifest["shards"]["arrow"]
+        self.seq_len = int(manifest["seq_len"])
+        self.verify = verify
+        self.firsts = np.array([e["first_sample"] for e in self.entries], dtype=np.int64)
+        self._open: dict[int, ArrowShard] = {}
+
+    def shard(self, i: int) -> ArrowShard:
+        shard = self._open.get(i)
+        if shard is None:
+            entry = self.entries[i]
+            path = storage.join(self.directory, entry["path"])
+            if self.verify:
+                digest = storage.sha256_file(path)
+                if digest != entry["sha256"]:
+                    raise ChecksumError(
+                        f"shard {entry['path']}: sha256 {digest[:16]}... but the manifest says "
+                        f"{entry['sha256'][:16]}...; the file is corrupt: re-copy it or rerun prepare"
+                    )
+            shard = self._open[i] = ArrowShard(path, entry["path"], self.seq_len, entry["samples"])
+        return shard
+
+    def fetch(self, indices: np.ndarray, want_keys: bool = False, want_inputs: bool = True) -> Rows:
+        """Samples at global ``indices`` (int64), in that order."""
+        n = len(indices)
+        L = self.seq_len
+        out = Rows(
+            input_ids=np.empty((n, L), dtype=np.int32) if want_inputs else None,
+            labels=np.empty((n, L), dtype=np.int32),
+            lengths=np.empty(n, dtype=np.int32),
+            doc_starts=None,
+            doc_counts=None,
+            key_words=np.empty(n, dtype=np.uint64),
+        )
+        doc_lists: list = [None] * n
+        key_list = [None] * n if want_keys else None
+        shard_of = np.searchsorted(self.firsts, indices, side="right") - 1
+        for s in np.unique(shard_of).tolist():
+            slots = np.flatnonzero(shard_of == s)
+            self.shard(s).gather(indices[slots] - self.firsts[s], slots, out, want_keys, doc_lists, key_list, want_inputs)
+        out.doc_counts = np.fromiter((len(d) for d in doc_lists), dtype=np.int64, count=n)
+        out.doc_starts = np.concatenate(doc_lists) if n else np.zeros(0, dtype=np.int32)
+        out.keys = key_list
+        return out

@@ -1,0 +1,452 @@
+"""``ShardLoader``: the framework-free batch iterator over a prepared dataset directory.
+
+Policies (also in the README's "Loading shards"):
+
+- Order: see :mod:`meap_data.loader.order`. A position in the epoch's order maps to a
+  sample in O(1); the state is ``(epoch, position)``, in samples consumed by the whole
+  job, so a resume with another world size, worker count or batch size continues at
+  exactly the next sample.
+- Split: the order is cut into global batches of ``batch_size * world_size`` samples;
+  rank ``r`` takes the ``r``-th slice of each, and DataLoader worker ``w`` of ``K``
+  takes the rank's batches ``w, w + K, ...`` (which is the order a DataLoader hands them
+  out in). Remainder policy ``drop`` (default): only full global batches, so every rank
+  gets ``(samples - position) // (batch_size * world_size)`` batches; ``wrap``: the last
+  global batch is completed with the first samples of the same epoch's order.
+- Masks: ``static`` returns the masks baked into the shards; ``per_epoch`` recomputes
+  them with :func:`meap_data.masking.apply_meap_mask` from the clean labels, with
+  ``epoch=None`` at epoch 0 (the pipeline's call, so epoch 0 reproduces the shards
+  exactly) and ``epoch=e`` from epoch 1 on.
+"""
+
+from __future__ import annotations
+
+import copy
+from typing import Iterator
+
+import numpy as np
+
+from .. import storage
+from ..errors import MeapDataError
+from ..manifest import read_manifest
+from ..masking import apply_meap_mask
+from .arrow_source import ArrowSource
+from .order import REMAINDER_POLICIES, EpochOrder, batch_positions, batches_per_epoch, dataset_segments
+from .rows import Rows, key_words
+from .webdataset_source import WebDatasetSource
+
+STATE_VERSION = 1
+FORMATS = ("arrow", "webdataset")
+MASK_MODES = ("static", "per_epoch")
+DEFAULT_FIELDS = ("input_ids", "labels", "position_ids", "doc_ids")
+ALL_FIELDS = DEFAULT_FIELDS + ("attention_mask", "cu_seqlens", "max_seqlen", "lengths", "keys")
+# Tar shards a WebDataset loader shuffles together by default: the memory bound is this
+# many shards' samples (a worker's share of them), see README "Loading shards".
+DEFAULT_WEBDATASET_WINDOW = 4
+# Samples read and processed together (then cut into batches): amortises per-call
+# overhead of the gather and of per-epoch masking.
+DEFAULT_ROWS_PER_READ = 256
+
+
+def check_dataset_files(directory: str, manifest: dict, fmt: str) -> None:
+    """Every shard of ``fmt`` that the manifest names exists with the recorded size."""
+    if fmt not in manifest["shards"]:
+        have = ", ".join(manifest["shards"]) or "none"
+        raise MeapDataError(
+            f"dataset {directory!r} has no {fmt} shards (it has: {have}); pass format="
+            f"{next(iter(manifest['shards']), 'arrow')!r} or rerun prepare with --format arrow,webdataset"
+        )
+    entries = manifest["shards"][fmt]
+    total = manifest["counts"]["samples"]
+    expected_first = 0
+    for entry in entries:
+        path = storage.join(directory, entry["path"])
+        if not storage.exists(path):
+            raise MeapDataError(
+                f"the manifest of {directory!r} names {entry['path']}, which is missing: the dataset was "
+                "moved or partly deleted; restore the file or rerun 'meap-data prepare'"
+            )
+        size = storage.size(path)
+        if size != entry["bytes"]:
+            raise MeapDataError(
+                f"shard {entry['path']} is {size} bytes, the manifest says {entry['bytes']}: it is truncated "
+                "or was replaced; re-copy it or rerun 'meap-data prepare'"
+            )
+        if entry["first_sample"] != expected_first:
+            raise MeapDataError(f"manifest of {directory!r}: {entry['path']} starts at sample {entry['first_sample']}, expected {expected_first}")
+        expected_first += entry["samples"]
+    if expected_first != total:
+        raise MeapDataError(f"manifest of {directory!r}: {fmt} shards hold {expected_first} samples, counts say {total}")
+
+
+class ShardLoader:
+    """Batches of a prepared dataset for one rank (and one DataLoader worker), as numpy.
+
+    ``path``: dataset directory (a complete one: its ``manifest.json`` must exist).
+    ``batch_size``: samples per batch on this rank. ``format``: ``"arrow"`` (memory
+    map, random access; local disk) or ``"webdataset"`` (tars streamed; local or URL).
+    ``shuffle``/``seed``: the seeded order, different each epoch. ``window_shards``:
+    shards shuffled together; ``"auto"``: all of them for Arrow (O(1) memory), 4 for
+    WebDataset (a worker holds at most its share of two windows' samples); ``None``:
+    all. ``rank``/``world_size``, ``worker_id``/``num_workers``: this consumer's slice.
+    ``remainder``: ``"drop"`` or ``"wrap"``, see the module docstring. ``masks``:
+    ``"static"`` or ``"per_epoch"``; ``mask_seed``/``mask_ratio`` default to the
+    pipeline's. ``verify_checksums``: check each shard's sha256 before using it (reads
+    every shard in full once per process). ``fields``: the batch entries, from
+    :data:`ALL_FIELDS`. ``sample_range``: ``(start, stop)`` global sample indices to use
+    (e.g. to hold out the last samples for evaluation). ``dtype``: numpy dtype of the
+    token arrays (``int64``, what ``torch`` losses and embeddings expect, or ``int32``).
+
+    Iterating yields the rest of the current epoch from the current state, then moves
+    the state to the next epoch. ``state_dict`` is exact when this object is what
+    delivers batches (``num_workers=1``); with several workers, see
+    :class:`meap_data.loader.ShardDataLoader`.
+    """
+
+    def __init__(
+        self,
+        path: str,
+        batch_size: int,
+        *,
+        format: str = "arrow",
+        shuffle: bool = True,
+        seed: int = 0,
+        window_shards: int | None | str = "auto",
+        rank: int = 0,
+        world_size: int = 1,
+        worker_id: int = 0,
+        num_workers: int = 1,
+        remainder: str = "drop",
+        masks: str = "static",
+        mask_seed: int | None = None,
+        mask_ratio: float | None = None,
+        verify_checksums: bool = False,
+        fields: tuple[str, ...] = DEFAULT_FIELDS,
+        sample_range: tuple[int, int] | None = None,
+        dtype: str = "int64",
+        rows_per_read: int = DEFAULT_ROWS_PER_READ,
+    ):
+        if format not in FORMATS:
+            raise MeapDataError(f"format must be one of {', '.join(FORMATS)}, got {format!r}")
+        if masks not in MASK_MODES:
+            raise MeapDataError(f"masks must be one of {', '.join(MASK_MODES)}, got {masks!r}")
+        if remainder not in REMAINDER_POLICIES:
+            raise MeapDataError(f"remainder must be one of {', '.join(REMAINDER_POLICIES)}, got {remainder!r}")
+        if batch_size < 1:
+            raise MeapDataError(f"batch_size must be at least 1, got {batch_size}")
+        if not (world_size >= 1 and 0 <= rank < world_size):
+            raise MeapDataError(f"rank {rank} is not in [0, world_size={world_size})")
+        if not (num_workers >= 1 and 0 <= worker_id < num_workers):
+            raise MeapDataError(f"worker_id {worker_id} is not in [0, num_workers={num_workers})")
+        bad = [f for f in fields if f not in ALL_FIELDS]
+        if bad:
+            raise MeapDataError(f"unknown fields {bad}; choose from {', '.join(ALL_FIELDS)}")
+        self.path = path
+        self.manifest = manifest = read_manifest(path)
+        check_dataset_files(path, manifest, format)
+        self.format = format
+        self.seq_len = int(manifest["seq_len"])
+        self.batch_size = int(batch_size)
+        self.shuffle = bool(shuffle)
+        self.seed = int(seed)
+        if window_shards == "auto":
+            window_shards = None if format == "arrow" else DEFAULT_WEBDATASET_WINDOW
+        elif window_shards is not None and int(window_shards) < 1:
+            raise MeapDataError(f"window_shards must be at least 1 (or None for all shards), got {window_shards}")
+        self.window_shards = None if window_shards is None else int(window_shards)
+        self.rank, self.world_size = int(rank), int(world_size)
+        self.worker_id, self.num_workers = int(worker_id), int(num_workers)
+        self.remainder = remainder
+        self.masks = masks
+        config = manifest["config"]
+        tok = manifest["tokenizer"]
+        self.mask_seed = int(config["seed"] if mask_seed is None else mask_seed)
+        self.mask_ratio = float(config["mask_ratio"] if mask_ratio is None else mask_ratio)
+        self.mask_id = int(manifest["mask_token_id"])
+        self.pad_id = int(tok["pad_token_id"])
+        self.exclude_ids = () if config.get("mask_special_tokens", True) else (int(tok["eos_token_id"]), self.mask_id)
+        self.verify_checksums = bool(verify_checksums)
+        self.fields = tuple(fields)
+        self.dtype = np.dtype(dtype)
+        total = int(manifest["counts"]["samples"])
+        lo, hi = sample_range if sample_range is not None else (0, total)
+        if not 0 <= lo < hi <= total:
+            raise MeapDataError(f"sample_range {sample_range} must satisfy 0 <= start < stop <= {total} (the dataset's samples)")
+        self.sample_range = (int(lo), int(hi))
+        self._segments = dataset_segments(manifest["shards"][format], self.sample_range)
+        self.samples = hi - lo
+        if remainder == "drop" and self.samples < self.global_batch:
+            raise MeapDataError(
+                f"{path!r} has {self.samples} samples, fewer than one global batch ({batch_size} x "
+                f"{world_size} ranks), so remainder='drop' leaves nothing: lower batch_size or pass remainder='wrap'"
+            )
+        self.rows_per_read = max(1, int(rows_per_read))
+        self._source = None
+        self._order_cache: tuple[int, EpochOrder] | None = None
+        self._epoch = 0
+        self._position = 0
+
+    # ------------------------------------------------------------------ state
+
+    @property
+    def global_batch(self) -> int:
+        """Samples consumed by the whole job per step: ``batch_size * world_size``."""
+        return self.batch_size * self.world_size
+
+    @property
+    def epoch(self) -> int:
+        return self._epoch
+
+    @property
+    def position(self) -> int:
+        """Samples of this epoch's order the whole job has consumed."""
+        return self._position
+
+    def _normalised(self) -> tuple[int, int]:
+        if batches_per_epoch(self.samples, self._position, self.global_batch, self.remainder) == 0:
+            return self._epoch + 1, 0
+        return self._epoch, self._position
+
+    def state_dict(self) -> dict:
+        """The position in the global order (JSON-able). An epoch with no full batch left
+        for this job's shape is reported as the start of the next one."""
+        epoch, position = self._normalised()
+        return {
+            "version": STATE_VERSION,
+            "epoch": epoch,
+            "position": position,
+            "samples": self.samples,
+            "sample_range": list(self.sample_range),
+            "seed": self.seed,
+            "shuffle": self.shuffle,
+            "window_shards": self.window_shards,
+            "dataset": self.manifest.get("config_hash"),
+        }
+
+    def load_state_dict(self, state: dict) -> None:
+        """Continue from ``state`` (from :meth:`state_dict`, possibly of a job with another
+        world size, worker count or batch size). Refuses a state of another order."""
+        if state.get("version") != STATE_VERSION:
+            raise MeapDataError(f"loader state version {state.get('version')!r}; this meap-data reads {STATE_VERSION}")
+        mine = self.state_dict()
+        for field in ("samples", "sample_range", "seed", "shuffle", "window_shards", "dataset"):
+            if state.get(field) != mine[field]:
+                raise MeapDataError(
+                    f"loader state has {field}={state.get(field)!r} but this loader has {mine[field]!r}: "
+                    "the saved position belongs to another sample order; resume with the same dataset, "
+                    "seed, shuffle, window_shards and sample_range"
+                )
+        if not 0 <= state["position"] <= self.samples:
+            raise MeapDataError(f"loader state position {state['position']} is outside [0, {self.samples}]")
+        self._epoch = int(state["epoch"])
+        self._position = int(state["position"])
+
+    def set_epoch(self, epoch: int) -> None:
+        """Start epoch ``epoch`` from its beginning; a no-op when already in that epoch
+        (so a trainer calling it after a resume keeps the resumed position)."""
+        if int(epoch) != self._epoch:
+            self._epoch = int(epoch)
+            self._position = 0
+
+    def advance(self, batches: int = 1) -> None:
+        """Move the state past ``batches`` of this rank's batches (all ranks move in step),
+        rolling into the next epoch after the last one."""
+        epoch, position = self._normalised()
+        left = batches_per_epoch(self.samples, position, self.global_batch, self.remainder)
+        if batches >= left:
+            self._epoch, self._position = epoch + 1, 0
+        else:
+            self._epoch, self._position = epoch, position + batches * self.global_batch
+
+    def __len__(self) -> int:
+        """Batches this consumer yields from the current state to the end of the epoch."""
+        _, position = self._normalised()
+        n = batches_per_epoch(self.samples, position, self.global_batch, self.remainder)
+        return len(range(self.worker_id, n, self.num_workers))
+
+    def batches_per_epoch(self) -> int:
+        """Batches per rank in a whole epoch (all workers together)."""
+        return batches_per_epoch(self.samples, 0, self.global_batch, self.remainder)
+
+    def for_worker(self, worker_id: int, num_workers: int) -> "ShardLoader":
+        """A copy that yields only worker ``worker_id``'s share of this rank's batches."""
+        other = copy.copy(self)
+        if not 0 <= worker_id < num_workers:
+            raise MeapDataError(f"worker_id {worker_id} is not in [0, num_workers={num_workers})")
+        other.worker_id, other.num_workers = worker_id, num_workers
+        other._source = None
+        return other
+
+    # ------------------------------------------------------------------ order
+
+    def order(self, epoch: int) -> EpochOrder:
+        """The global sample order of ``epoch`` (positions -> global sample indices)."""
+        if self._order_cache is None or self._order_cache[0] != epoch:
+            self._order_cache = (epoch, EpochOrder(self._segments, self.seed, epoch, shuffle=self.shuffle,
+                                                   window_shards=self.window_shards))
+        return self._order_cache[1]
+
+    def _my_batches(self, start: int) -> list[int]:
+        n = batches_per_epoch(self.samples, start, self.global_batch, self.remainder)
+        return list(range(self.worker_id, n, self.num_workers))
+
+    def _positions(self, start: int, batch: int) -> np.ndarray:
+        return batch_positions(start, batch, self.rank, self.batch_size, self.world_size, self.samples)
+
+    # ------------------------------------------------------------------ iteration
+
+    def __getstate__(self):
+        state = dict(self.__dict__)
+        state["_source"] = None  # memory maps and open files are per process
+        return state
+
+    def _get_source(self):
+        if self._source is None:
+            cls = ArrowSource if self.format == "arrow" else WebDatasetSource
+            self._source = cls(self.path, self.manifest, self.verify_checksums)
+        return self._source
+
+    def __iter__(self) -> Iterator[dict]:
+        epoch, start = self._normalised()
+        self._epoch, self._position = epoch, start
+        order = self.order(epoch)
+        mine = self._my_batches(start)
+        total_batches = batches_per_epoch(self.samples, start, self.global_batch, self.remainder)
+        accounting = self.num_workers == 1
+        per_read = max(1, self.rows_per_read // self.batch_size)
+        fetch = self._arrow_fetch if self.format == "arrow" else _WindowReader(self, order, start, total_batches).fetch
+        for g in range(0, len(mine), per_read):
+            group = mine[g : g + per_read]
+            positions = np.concatenate([self._positions(start, j) for j in group])
+            rows = fetch(order, positions)
+            for k, batch in enumerate(self._make_batches(rows, epoch, len(group))):
+                if accounting:
+                    if group[k] + 1 >= total_batches:
+                        self._epoch, self._position = epoch + 1, 0
+                    else:
+                        self._epoch, self._position = epoch, start + (group[k] + 1) * self.global_batch
+                yield batch
+        if self._epoch == epoch:
+            self._epoch, self._position = epoch + 1, 0
+
+    def _arrow_fetch(self, order: EpochOrder, positions: np.ndarray) -> Rows:
+        return self._get_source().fetch(order.indices(positions), want_keys="keys" in self.fields,
+                                        want_inputs=self.masks == "static")
+
+    def _make_batches(self, rows: Rows, epoch: int, count: int) -> list[dict]:
+        """Cut ``rows`` (``count`` batches' worth) into batch dicts of numpy arrays."""
+        L, B, n = self.seq_len, self.batch_size, len(rows)
+        labels = rows.labels
+        if self.masks == "per_epoch":
+            inputs, _ = apply_meap_mask(
+                labels, rows.lengths, rows.key_words, mask_id=self.mask_id, ratio=self.mask_ratio,
+                seed=self.mask_seed, epoch=None if epoch == 0 else epoch, exclude_ids=self.exclude_ids,
+                pad_id=self.pad_id,
+            )
+        else:
+            inputs = rows.input_ids
+        # Pieces: every document piece of every row, plus each row's padding as a piece,
+        # as start offsets into the flattened (n * L) batch.
+        piece_row = np.repeat(np.arange(n, dtype=np.int64), rows.doc_counts)
+        first_piece = np.concatenate([[0], np.cumsum(rows.doc_counts)[:-1]]).astype(np.int64)
+        doc_index = np.arange(len(piece_row), dtype=np.int64) - np.repeat(first_piece, rows.doc_counts)
+        starts = piece_row * L + rows.doc_starts.astype(np.int64)
+        padded = np.flatnonzero(rows.lengths < L)
+        if padded.size:
+            starts = np.concatenate([starts, padded * L + rows.lengths[padded]])
+            doc_index = np.concatenate([doc_index, np.full(padded.size, -1, dtype=np.int64)])
+            sort = np.argsort(starts, kind="stable")
+            starts, doc_index = starts[sort], doc_index[sort]
+        piece_len = np.diff(np.append(starts, n * L))
+        need_pos = "position_ids" in self.fields
+        need_doc = "doc_ids" in self.fields
+        position_ids = (np.arange(n * L, dtype=np.int64) - np.repeat(starts, piece_len)).reshape(n, L) if need_pos else None
+        doc_ids = np.repeat(doc_index, piece_len).reshape(n, L) if need_doc else None
+        dt = self.dtype
+        full = {
+            "input_ids": inputs.astype(dt, copy=False) if "input_ids" in self.fields else None,
+            "labels": labels.astype(dt, copy=False) if "labels" in self.fields else None,
+            "position_ids": position_ids.astype(dt, copy=False) if need_pos else None,
+            "doc_ids": doc_ids.astype(dt, copy=False) if need_doc else None,
+            "attention_mask": (np.arange(L)[None, :] < rows.lengths[:, None]).astype(dt) if "attention_mask" in self.fields else None,
+            "lengths": rows.lengths.astype(dt) if "lengths" in self.fields else None,
+        }
+        out = []
+        for k in range(count):
+            a, b = k * B, (k + 1) * B
+            batch = {f: full[f][a:b] for f in self.fields if full.get(f) is not None}
+            if "cu_seqlens" in self.fields or "max_seqlen" in self.fields:
+                lo, hi = np.searchsorted(starts, [a * L, b * L])
+                cu = np.append(starts[lo:hi] - a * L, B * L).astype(np.int32)
+                if "cu_seqlens" in self.fields:
+                    batch["cu_seqlens"] = cu
+                if "max_seqlen" in self.fields:
+                    batch["max_seqlen"] = int(np.diff(cu).max())
+            if "keys" in self.fields:
+                batch["keys"] = list(rows.keys[a:b])
+            out.append(batch)
+        return out
+
+
+class _WindowReader:
+    """WebDataset fetches: loads whole windows of tars on demand, keeping only this
+    consumer's samples of them, keyed by position (a sample can occur twice with
+    ``wrap``)."""
+
+    def __init__(self, loader: ShardLoader, order: EpochOrder, start: int, total_batches: int):
+        self.loader = loader
+        self.order = order
+        self.start = start
+        self.end = start + total_batches * loader.global_batch
+        self.buffer: dict[int, tuple[str, dict]] = {}
+        self.loaded: set[int] = set()
+
+    def _mine(self, positions: np.ndarray) -> np.ndarray:
+        ld = self.loader
+        rel = positions - self.start
+        batch = rel // ld.global_batch
+        return ((rel >= 0) & (positions < self.end) & ((rel % ld.global_batch) // ld.batch_size == ld.rank)
+                & (batch % ld.num_workers == ld.worker_id))
+
+    def _load(self, window: int) -> None:
+        ws, we = self.order.window_range(window)
+        total = self.order.total
+        candidates = [np.arange(max(ws, self.start), min(we, self.end), dtype=np.int64)]
+        if self.end > total:  # wrapped positions of the last global batch
+            candidates.append(np.arange(max(total + ws, self.start), min(total + we, self.end), dtype=np.int64))
+        positions = np.concatenate(candidates)
+        positions = positions[self._mine(positions)]
+        indices = self.order.indices(positions % total)
+        wanted: dict[int, list[int]] = {}
+        for p, i in zip(positions.tolist(), indices.tolist()):
+            wanted.setdefault(i, []).append(p)
+        source = self.loader._get_source()
+        for seg in self.order.window_segments(window):
+            if not any(seg.first <= i < seg.first + seg.count for i in wanted):
+                continue
+            for index, key, members in source.read(seg.shard, seg.first, seg.count, wanted.keys()):
+                for p in wanted[index]:
+                    self.buffer[p] = (key, members)
+        self.loaded.add(window)
+
+    def fetch(self, order: EpochOrder, positions: np.ndarray) -> Rows:
+        total = order.total
+        for p in positions.tolist():
+            if p not in self.buffer:
+                window = int(order.window_of(np.array([p % total]))[0])
+                if window in self.loaded:
+                    raise MeapDataError(f"internal error: position {p} not found in loaded window {window}")
+                self._load(window)
+        samples = [self.buffer.pop(p) for p in positions.tolist()]
+        keys = [k for k, _ in samples]
+        metas = [m["json"] for _, m in samples]
+        doc_lists = [np.asarray(m["doc_offsets"], dtype=np.int32) for m in metas]
+        n = len(samples)
+        return Rows(
+            input_ids=np.stack([m["input_ids"] for _, m in samples]) if n else np.zeros((0, self.loader.seq_len), np.int32),
+            labels=np.stack([m["labels"] for _, m in samples]) if n else np.zeros((0, self.loader.seq_len), np.int32),
+            lengths=np.array([m["length"] for m in metas], dtype=np.int32),
+            doc_starts=np.concatenate(doc_lists) if n else np.zeros(0, np.int32),
+            doc_counts=np.array([len(d) for d in doc_lists], dtype=np.int64),
+            key_words=key_words(keys),
+            keys=keys,
+        )
