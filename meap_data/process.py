@@ -8,8 +8,10 @@ from __future__ import annotations
 
 import json
 import logging
+import queue
+import threading
 import time
-from collections import Counter
+from typing import Iterator
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -48,6 +50,48 @@ class UnitResult:
         return dict(self.__dict__)
 
 
+def prefetch(items: Iterator, depth: int) -> Iterator:
+    """Iterate ``items`` in a background thread, up to ``depth`` ahead, in order.
+
+    An exception in the producer is re-raised in the consumer; a consumer that stops
+    early releases the producer."""
+    buffer: queue.Queue = queue.Queue(maxsize=depth)
+    done = object()
+    stop = threading.Event()
+
+    def put(entry) -> bool:
+        while not stop.is_set():
+            try:
+                buffer.put(entry, timeout=0.1)
+                return True
+            except queue.Full:
+                continue
+        return False
+
+    def produce() -> None:
+        try:
+            for item in items:
+                if not put((True, item)):
+                    return
+            put((True, done))
+        except BaseException as exc:  # handed to the consumer, which re-raises it
+            put((False, exc))
+
+    thread = threading.Thread(target=produce, name="meap-data-prefetch", daemon=True)
+    thread.start()
+    try:
+        while True:
+            ok, item = buffer.get()
+            if not ok:
+                raise item
+            if item is done:
+                return
+            yield item
+    finally:
+        stop.set()
+        thread.join(timeout=5)
+
+
 def rejected_name(index: int) -> str:
     return f"rejected/rejected-{index:05d}.jsonl"
 
@@ -67,29 +111,51 @@ class UnitProcessor:
         for frange in unit.ranges:
             yield from read_range(frange, self.config.text_field)
 
+    def _encoded_batches(self, unit: WorkUnit):
+        """(documents, encodings, rejected) per batch of about ``tokenize_batch_chars``
+        characters, in input order."""
+        batch: list[Document] = []
+        rejected: list[Rejected] = []
+        chars = 0
+        for item in self.documents(unit):
+            if isinstance(item, Rejected):
+                rejected.append(item)
+                continue
+            batch.append(item)
+            chars += len(item.text)
+            if chars >= self.config.tokenize_batch_chars:
+                yield batch, self._encode(batch), rejected
+                batch, rejected, chars = [], [], 0
+        yield batch, self._encode(batch), rejected
+
+    def _encode(self, docs: list[Document]) -> list[np.ndarray]:
+        if not docs:
+            return []
+        encodings = self.tokenizer.encode_batch([d.text for d in docs], add_special_tokens=False)
+        return [np.asarray(e.ids, dtype=np.int32) for e in encodings]
+
     def process(self, unit: WorkUnit) -> UnitResult:
-        """Write unit ``unit.index``'s shard(s) and dead letters; return its counts."""
+        """Write unit ``unit.index``'s shard(s) and dead letters; return its counts.
+
+        Reading and tokenizing run one batch ahead in a thread (``encode_batch`` releases
+        the GIL), overlapping packing, masking and writing of the previous batch.
+        """
         started = time.perf_counter()
         result = UnitResult(unit.index)
         rejected: list[Rejected] = []
         packer = Packer(self.config.seq_len, self.info.eos_token_id, self.info.pad_token_id, self.config.pack)
         writer = ShardWriter(self.output_dir, unit.index, self.total_units, self.config.formats)
         try:
-            batch: list[Document] = []
-            chars = 0
-            for item in self.documents(unit):
-                result.documents_read += 1
-                if isinstance(item, Rejected):
-                    rejected.append(item)
-                    continue
-                batch.append(item)
-                chars += len(item.text)
-                if chars >= self.config.tokenize_batch_chars:
-                    self._tokenize_into(batch, packer, result, writer)
-                    batch, chars = [], 0
-            self._tokenize_into(batch, packer, result, writer)
+            for docs, token_ids, batch_rejected in prefetch(self._encoded_batches(unit), depth=2):
+                rejected.extend(batch_rejected)
+                result.documents_read += len(docs) + len(batch_rejected)
+                for doc, ids in zip(docs, token_ids):
+                    packer.add(doc.key, ids)
+                    result.documents_written += 1
+                    if packer.pending_rows() >= MASK_BATCH_ROWS:
+                        self._write_ready(packer, result, writer)
             packer.finish()
-            self._write_ready(packer, result, writer, final=True)
+            self._write_ready(packer, result, writer)
             result.files = writer.close()
         except BaseException:
             writer.abort()
@@ -111,18 +177,7 @@ class UnitProcessor:
         )
         return result
 
-    def _tokenize_into(self, docs: list[Document], packer: Packer, result: UnitResult, writer: ShardWriter) -> None:
-        if not docs:
-            return
-        encodings = self.tokenizer.encode_batch([d.text for d in docs], add_special_tokens=False)
-        for doc, enc in zip(docs, encodings):
-            packer.add(doc.key, np.asarray(enc.ids, dtype=np.int32))
-            result.documents_written += 1
-            if packer.pending_rows() >= MASK_BATCH_ROWS:
-                self._write_ready(packer, result, writer)
-        docs.clear()
-
-    def _write_ready(self, packer: Packer, result: UnitResult, writer: ShardWriter, final: bool = False) -> None:
+    def _write_ready(self, packer: Packer, result: UnitResult, writer: ShardWriter) -> None:
         packed = packer.drain()
         if packed is None:
             return
