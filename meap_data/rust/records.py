@@ -12,7 +12,7 @@ import hashlib
 import json
 import os
 import re
-import tempfile
+import uuid
 from pathlib import Path
 from typing import Any, Iterable, Iterator
 
@@ -81,10 +81,11 @@ def write_records(path: str | os.PathLike[str], records: Iterable[dict[str, Any]
     """
     target = Path(path)
     target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}.", suffix=".tmp", dir=target.parent)
+    # open(..., "x") rather than mkstemp: the result gets the umask's permissions, not 0600.
+    tmp = target.with_name(f".{target.name}.{os.getpid()}.{uuid.uuid4().hex[:8]}.tmp")
     count = 0
     try:
-        with os.fdopen(fd, "w", encoding="utf-8", newline="\n") as f:
+        with open(tmp, "x", encoding="utf-8", newline="\n") as f:
             for record in records:
                 f.write(dumps_record(record))
                 count += 1

@@ -1,0 +1,145 @@
+"""``meap-data rust parse | harvest | error-index``: argparse wiring for the Rust tools.
+
+The package CLI calls :func:`register` with its subparsers and then ``args.func(args)``;
+it turns :class:`~meap_data.errors.MeapDataError` into ``error: ...`` and exit 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import logging
+import sys
+from pathlib import Path
+
+from meap_data.errors import MeapDataError
+from meap_data.rust import diagnostics, error_index, harvest
+
+log = logging.getLogger("meap_data.rust")
+
+
+def register(subparsers: argparse._SubParsersAction) -> None:
+    """Add the ``rust`` command and its sub-commands to a CLI's subparsers."""
+    rust = subparsers.add_parser(
+        "rust", help="Rust compiler transcripts: parse diagnostics, harvest compiles, error-index corpus",
+        description="Rust compiler transcripts: parse diagnostics, harvest compiles, build the error-index corpus.",
+    )
+    sub = rust.add_subparsers(dest="rust_command", metavar="COMMAND", required=True)
+
+    p = sub.add_parser(
+        "parse", help="diagnostics from rendered or JSON rustc/cargo output",
+        description="Parse rustc or cargo output (JSON lines or human-rendered, ANSI colour allowed) "
+                    "and print the normalised diagnostics.",
+    )
+    p.add_argument("file", metavar="FILE", help="captured compiler output ('-' for stdin)")
+    p.add_argument("--format", choices=("text", "json"), default="text", help="output format (default: text)")
+    p.set_defaults(func=cmd_parse)
+
+    h = sub.add_parser(
+        "harvest", help="compile sources, record transcripts",
+        description="Compile .rs files with rustc and crate directories with cargo check, "
+                    "and write one transcript record per source, sorted by path.",
+    )
+    h.add_argument("sources", nargs="+", metavar="SRC", help=".rs files, crate directories, or directories to search")
+    h.add_argument("--output", required=True, metavar="FILE.jsonl", help="where to write the records")
+    h.add_argument("--jobs", type=int, default=2, metavar="N", help="compiles in parallel (default: 2)")
+    h.add_argument("--time-limit", type=float, default=harvest.DEFAULT_TIME_LIMIT_S, metavar="SECONDS",
+                   help=f"per compile run (default: {harvest.DEFAULT_TIME_LIMIT_S:g})")
+    h.add_argument("--edition", choices=harvest.EDITIONS, default="2021",
+                   help="edition for single files (crates use Cargo.toml's; default: 2021)")
+    h.set_defaults(func=cmd_harvest)
+
+    e = sub.add_parser(
+        "error-index", help="corpus from the local toolchain's error-code examples",
+        description="Compile every compile_fail example of the installed error index "
+                    "(rustup component rust-docs), pair it with its page's fix, and write transcripts.",
+    )
+    e.add_argument("--output", required=True, metavar="FILE.jsonl", help="where to write the records")
+    e.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N examples, in page order")
+    e.add_argument("--jobs", type=int, default=2, metavar="N", help="compiles in parallel (default: 2)")
+    e.add_argument("--time-limit", type=float, default=harvest.DEFAULT_TIME_LIMIT_S, metavar="SECONDS",
+                   help=f"per compile run (default: {harvest.DEFAULT_TIME_LIMIT_S:g})")
+    e.set_defaults(func=cmd_error_index)
+
+
+def _read_input(name: str) -> bytes:
+    if name == "-":
+        return sys.stdin.buffer.read()
+    try:
+        return Path(name).read_bytes()
+    except FileNotFoundError:
+        raise MeapDataError(f"{name}: no such file; pass a file holding rustc or cargo output") from None
+    except OSError as e:
+        raise MeapDataError(f"{name}: cannot read ({e.strerror})") from e
+
+
+def cmd_parse(args: argparse.Namespace) -> int:
+    """Print the diagnostics of a file; MeapDataError when it holds none."""
+    result = diagnostics.parse(_read_input(args.file))
+    if not result.diagnostics:
+        reason = result.problems[-1] if result.problems else "no diagnostic found"
+        raise MeapDataError(
+            f"{args.file}: nothing parseable ({reason}); expected rustc or cargo output, "
+            "human-rendered or from --error-format=json / --message-format=json"
+        )
+    if args.format == "json":
+        doc = {
+            "format": result.format,
+            "diagnostics": [d.to_dict() for d in result.diagnostics],
+            "problems": result.problems,
+        }
+        print(json.dumps(doc, ensure_ascii=False, indent=2))
+    else:
+        for d in result.diagnostics:
+            print(format_diagnostic(d))
+    for problem in result.problems:
+        print(f"warning: {args.file}: {problem}", file=sys.stderr)
+    return 0
+
+
+def format_diagnostic(d: diagnostics.Diagnostic) -> str:
+    """One diagnostic as ``file:line:col: level[code]: message`` plus indented details."""
+    where = f"{d.primary.file}:{d.primary.line}:{d.primary.column}: " if d.primary else ""
+    code = f"[{d.code}]" if d.code else ""
+    lines = [f"{where}{d.level}{code}: {d.message}"]
+    for s in d.labels:
+        lines.append(f"    label {s.file}:{s.line}:{s.column}: {s.label}")
+    lines += [f"    note: {n}" for n in d.notes]
+    lines += [f"    help: {h}" for h in d.helps]
+    for s in d.suggestions:
+        lines.append(f"    suggestion {s.file}:{s.line}:{s.column}-{s.line_end}:{s.column_end} "
+                     f"({s.applicability}): {s.replacement!r}")
+    return "\n".join(lines)
+
+
+def cmd_harvest(args: argparse.Namespace) -> int:
+    """Compile the sources and write their transcripts."""
+    if args.jobs < 1:
+        raise MeapDataError(f"--jobs must be at least 1, got {args.jobs}")
+    summary = harvest.harvest(
+        args.sources, args.output, jobs=args.jobs, time_limit_s=args.time_limit, edition=args.edition,
+        progress=None if getattr(args, "quiet", False) else _progress,
+    )
+    print(f"harvest: {summary.records} records ({summary.failed} did not compile, {summary.timed_out} timed out) "
+          f"written to {args.output} in {summary.seconds:.1f} s")
+    return 0
+
+
+def cmd_error_index(args: argparse.Namespace) -> int:
+    """Build the error-index corpus; progress on stderr, a summary line at the end."""
+    if args.jobs < 1:
+        raise MeapDataError(f"--jobs must be at least 1, got {args.jobs}")
+    summary = error_index.build_corpus(
+        args.output, limit=args.limit, jobs=args.jobs, time_limit_s=args.time_limit,
+        progress=None if getattr(args, "quiet", False) else _progress,
+    )
+    print(f"{summary.line()}; written to {args.output}")
+    return 0
+
+
+def _progress(message: str) -> None:
+    # Through logging when the package CLI configured it (timestamps, -q), else plain stderr.
+    if logging.getLogger("meap_data").handlers or logging.getLogger().handlers:
+        log.info(message)
+    else:
+        print(message, file=sys.stderr, flush=True)
