@@ -8,14 +8,11 @@ from __future__ import annotations
 
 import argparse
 import json
-import logging
 import sys
 from pathlib import Path
 
 from meap_data.errors import MeapDataError
 from meap_data.rust import diagnostics, error_index, harvest
-
-log = logging.getLogger("meap_data.rust")
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -138,8 +135,5 @@ def cmd_error_index(args: argparse.Namespace) -> int:
 
 
 def _progress(message: str) -> None:
-    # Through logging when the package CLI configured it (timestamps, -q), else plain stderr.
-    if logging.getLogger("meap_data").handlers or logging.getLogger().handlers:
-        log.info(message)
-    else:
-        print(message, file=sys.stderr, flush=True)
+    # Plain stderr, so progress shows however the CLI was entered; the global -q silences it.
+    print(message, file=sys.stderr, flush=True)

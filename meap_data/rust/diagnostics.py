@@ -13,6 +13,7 @@ of problems, each a one-line reason naming the line.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import re
 from dataclasses import dataclass, field
@@ -240,7 +241,8 @@ def parse_json(text: str) -> ParseResult:
 
     for number, raw in enumerate(text.replace("\r\n", "\n").split("\n"), start=1):
         line = raw.strip()
-        if not line.startswith("{"):
+        # A JSON value starts a line; indented "[... omitted 1 frame ...]" is backtrace text.
+        if not (line.startswith("{") or raw.startswith("[")):
             if line or pending:  # blank lines separate diagnostics in the text between
                 pending.append((number, raw))
             continue
@@ -290,7 +292,7 @@ def _span_from_json(s: dict[str, Any]) -> Span:
         column=int(s["column_start"]),
         line_end=int(s["line_end"]),
         column_end=int(s["column_end"]),
-        label=s.get("label"),
+        label=s.get("label") or None,  # rustc sends "" for an unlabelled span
         is_primary=bool(s.get("is_primary")),
     )
 
@@ -307,7 +309,7 @@ def _diagnostic_from_json(obj: dict[str, Any]) -> Diagnostic:
         message=str(obj["message"]),
         code=str(code["code"]) if isinstance(code, dict) and code.get("code") else None,
         primary=primary,
-        labels=[s for s in spans if s is not primary and s.label is not None],
+        labels=sorted((s for s in spans if s is not primary and (s.label is not None or s.is_primary)), key=_span_order),
         rendered=strip_ansi(obj["rendered"]) if isinstance(obj.get("rendered"), str) else None,
     )
     d.suggestions.extend(_suggestions(obj["message"], obj["spans"]))
@@ -316,6 +318,10 @@ def _diagnostic_from_json(obj: dict[str, Any]) -> Diagnostic:
         target.append(str(child["message"]))
         d.suggestions.extend(_suggestions(str(child["message"]), child.get("spans") or []))
     return d
+
+
+def _span_order(s: Span) -> tuple[str, int, int, int, int]:
+    return (s.file, s.line, s.column, s.line_end or 0, s.column_end or 0)
 
 
 def _suggestions(message: str, spans: Iterable[dict[str, Any]]) -> list[Suggestion]:
@@ -348,7 +354,7 @@ _FAILURE_NOTE = re.compile(
     r"^(For more information about (?:this|an) error, try `rustc --explain E\d+`\."
     r"|Some errors have detailed explanations: .*)$"
 )
-_PANIC = re.compile(r"^thread '(?P<thread>[^']*)'(?: \(\d+\))? panicked at (?P<location>.+?):?$")
+_PANIC = re.compile(r"^thread '(?P<thread>[^']*)'(?: \([^)]*\))? panicked at (?P<location>.+?):?$")
 _CARGO_STATUS = re.compile(
     r"^\s*(?:Compiling|Checking|Finished|Running|Blocking|Updating|Locking|Adding|Fresh|Dirty"
     r"|Documenting|Downloaded|Downloading|Packaging|Verifying|Archiving|Scraping|Removed"
@@ -515,8 +521,8 @@ def _start_child(cur: _Builder, level: str, message: str) -> None:
     _close_snippet(cur)
     cur.section = level
     cur.file = None
-    cur.target(level).append(message)
-    cur.continuation = (level, 0)
+    cur.target(level).append(_plain_help(message) if level == "help" else message)
+    cur.continuation = (level, len(level) + 2)  # continuation lines align after "note: "
     cur.defined_here = message == _LINT_DEFINED_HERE
 
 
@@ -574,15 +580,42 @@ def _close_snippet(cur: _Builder) -> None:
         if name and re.fullmatch(r"[\w:]+", name):
             cur.lint_in_attribute = name
         return
+    if cur.section != "main":
+        return  # the model keeps a sub-diagnostic's message, not its spans (as for JSON)
     for span in spans:
+        if span.label is not None and span.label.startswith("help: "):
+            span = _inline_help(cur.diag, span)
         p = cur.diag.primary
         if (
-            cur.section == "main" and p is not None and p.label is None and p.line_end is None
+            p is not None and p.label is None and p.line_end is None
             and span.is_primary and (span.file, span.line, span.column) == (p.file, p.line, p.column)
         ):
             cur.diag.primary = span
         elif span.label is not None or span.is_primary:
             cur.diag.labels.append(span)
+
+
+def _plain_help(message: str) -> str:
+    # The human emitter appends this remark to suggestions that only change case.
+    suffix = " (notice the capitalization)"
+    return message[: -len(suffix)] if message.endswith(suffix) else message
+
+
+def _inline_help(d: Diagnostic, span: Span) -> Span:
+    # rustc shows a short suggestion as a label "help: MESSAGE: `REPLACEMENT`" (or just
+    # "help: MESSAGE"); JSON has it as a help child whose span carries the replacement.
+    text = span.label[len("help: "):]  # type: ignore[index]
+    message, replacement = text, None
+    if text.endswith("`") and ": `" in text:
+        message, _, rest = text.rpartition(": `")
+        replacement = rest[:-1]
+    d.helps.append(_plain_help(message))
+    if replacement is not None:
+        d.suggestions.append(Suggestion(
+            message, span.file, span.line, span.column, span.line_end or span.line,
+            span.column_end or span.column, replacement, None,
+        ))
+    return dataclasses.replace(span, label=None)
 
 
 def _snippet_spans(file: str, rows: list[tuple[int | None, str]]) -> list[Span]:
@@ -602,9 +635,15 @@ def _snippet_spans(file: str, rows: list[tuple[int | None, str]]) -> list[Span]:
             continue
         if line is None:
             continue
-        m = re.match(r"^ (_+)([\^-])", text) if margin else None
-        if m:
-            open_at = (line, len(m[1]) + 2 - margin)
+        if margin and re.match(r"^ _[_^-]*[\^-]$", text):
+            # " ____-____^": a span opening at the last marker; a "-" or "^" inside the
+            # underscores is a one-character span whose label hangs below.
+            open_at = (line, len(text) - margin)
+            for i in range(2, len(text) - 1):
+                if text[i] in "^-":
+                    marker = [i - margin, 1, text[i] == "^", line, None]
+                    spans.append(marker)  # type: ignore[arg-type]
+                    pending.append(marker)
             continue
         m = re.match(r"^\|(_+)([\^-]+)\s*(.*)$", text) if margin else None
         if m:
@@ -621,7 +660,7 @@ def _snippet_spans(file: str, rows: list[tuple[int | None, str]]) -> list[Span]:
             if ch in " |":
                 i += 1
                 continue
-            if ch in "^-" and (i == 0 or area[i - 1] in " |"):
+            if ch in "^-" and (i == 0 or area[i - 1] in " |^-"):
                 j = i
                 while j < len(area) and area[j] == ch:
                     j += 1
@@ -632,11 +671,15 @@ def _snippet_spans(file: str, rows: list[tuple[int | None, str]]) -> list[Span]:
             if row:
                 row[-1][4] = label
             else:
-                for p in pending:
-                    if p[0] == i:
-                        p[4] = label
-                        pending.remove(p)
-                        break
+                waiting = next((p for p in pending if p[0] == i), None)
+                if waiting is not None:
+                    waiting[4] = label
+                    pending.remove(waiting)
+                else:
+                    # A second label under the same marker: rustc stacks labels of equal spans.
+                    same = next((p for p in reversed(spans) if isinstance(p, list) and p[0] == i), None)
+                    if same is not None:
+                        spans.append([*same[:4], label])  # type: ignore[arg-type]
             break
         for r in row:
             spans.append(r)  # type: ignore[arg-type]
@@ -666,6 +709,7 @@ def _finish(cur: _Builder) -> Diagnostic:
     _close_snippet(cur)
     d = cur.diag
     d.rendered = "\n".join(cur.lines) + "\n"
+    d.labels.sort(key=_span_order)
     if d.code is None and d.level in ("warning", "error"):
         d.code = cur.lint_from_notes or cur.lint_in_attribute
     return d

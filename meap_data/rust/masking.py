@@ -269,10 +269,17 @@ def meap_pretrain(
     ``mask_id``; the last position is never masked (its target lies outside the row).
     """
     clean = np.asarray(ids, dtype=np.int64)
-    candidates = np.ones(len(clean), dtype=bool)
-    if len(clean):
+    rng = record_rng(seed, key, epoch)
+    if len(clean) < 2:
+        positions = np.zeros(0, dtype=np.int64)
+    elif tokens is None or rates is None:
+        # The paper's count is of the whole row, L, though the last position is excluded.
+        k = min(max(1, int(len(clean) * ratio)), len(clean) - 1)
+        positions = np.sort(rng.permutation(len(clean) - 1)[:k])
+    else:
+        candidates = np.ones(len(clean), dtype=bool)
         candidates[-1] = False
-    positions = choose_positions(record_rng(seed, key, epoch), candidates, tokens, rates, ratio)
+        positions = choose_positions(rng, candidates, tokens, rates, ratio)
     inputs = clean.copy()
     inputs[positions] = mask_id
     return inputs, clean.copy()
