@@ -202,3 +202,13 @@ def test_crate_edition_defaults_like_cargo():
     assert H.crate_edition('[package]\nname = "x"\nedition = "2024"\n') == "2024"
     assert H.crate_edition('[package]\nname = "x"\n') == "2015"
     assert H.crate_edition("not toml [") == "2015"
+
+
+def test_invalid_utf8_source_is_recorded_with_a_problem(toolchain, tmp_path):
+    (tmp_path / "latin1.rs").write_bytes(b'fn main() { let s = "caf\xe9"; }\n')
+    H.harvest([tmp_path / "latin1.rs"], tmp_path / "o.jsonl", toolchain=toolchain)
+    [(_, record, reason)] = list(read_records(tmp_path / "o.jsonl"))
+    assert reason is None
+    assert record["problems"][0].startswith("source: invalid UTF-8 at byte 24")
+    assert "\ufffd" in record["source"] and record["exit_code"] == 1
+    assert "stream did not contain valid UTF-8" in record["rendered"]

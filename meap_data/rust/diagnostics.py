@@ -395,7 +395,8 @@ _LINT_MESSAGES = [(re.compile(p), lint) for p, lint in (
     (r"^unreachable pattern$", "unreachable_patterns"),
     (r"^unused `.*` that must be used$", "unused_must_use"),
     (r"^unused (?:return value of|result of) `.*` that must be used$", "unused_must_use"),
-    (r"^unnecessary (?:parentheses|braces) around ", "unused_parens"),
+    (r"^unnecessary parentheses around ", "unused_parens"),
+    (r"^unnecessary braces around ", "unused_braces"),
     (r"^unnecessary `unsafe` block$", "unused_unsafe"),
     (r"^unused label$", "unused_labels"),
     (r"^unused doc comment$", "unused_doc_comments"),
@@ -618,12 +619,30 @@ def _inline_help(d: Diagnostic, span: Span) -> Span:
     return dataclasses.replace(span, label=None)
 
 
+@dataclass
+class _Mark:
+    """A one-line marker (``^^^`` or ``---``) under an echoed line; its label may hang below."""
+
+    start: int  # 0-based index into the code area of the snippet line
+    length: int
+    primary: bool
+    line: int
+    label: str | None = None
+
+    def span(self, file: str) -> Span:
+        return Span(file, self.line, self.start + 1, self.line, self.start + 1 + self.length, self.label, self.primary)
+
+
 def _snippet_spans(file: str, rows: list[tuple[int | None, str]]) -> list[Span]:
+    """Spans drawn in one snippet: ``rows`` are (line number or None, text after ``| ``)."""
     # A multi-line span draws a margin (2 columns per open span) left of the code;
-    # depth 1 is handled, deeper nesting keeps the single-line markers only.
-    margin = 2 if any(num is None and _MULTILINE_MARK.match(t) or (num is not None and t[:1] == "/") for num, t in rows) else 0
-    spans: list[Span] = []
-    pending: list[list[Any]] = []  # [start, length, primary, line, label] waiting for a hanging label
+    # depth 1 is handled, deeper nesting keeps the one-line markers only.
+    margin = 2 if any(
+        (num is None and _MULTILINE_MARK.match(t)) or (num is not None and t[:1] == "/") for num, t in rows
+    ) else 0
+    marks: list[_Mark] = []
+    pending: list[_Mark] = []  # marks whose label hangs on a later row
+    multiline: list[Span] = []
     line: int | None = None
     open_at: tuple[int, int] | None = None
     for num, text in rows:
@@ -641,58 +660,52 @@ def _snippet_spans(file: str, rows: list[tuple[int | None, str]]) -> list[Span]:
             open_at = (line, len(text) - margin)
             for i in range(2, len(text) - 1):
                 if text[i] in "^-":
-                    marker = [i - margin, 1, text[i] == "^", line, None]
-                    spans.append(marker)  # type: ignore[arg-type]
-                    pending.append(marker)
+                    mark = _Mark(i - margin, 1, text[i] == "^", line)
+                    marks.append(mark)
+                    pending.append(mark)
             continue
         m = re.match(r"^\|(_+)([\^-]+)\s*(.*)$", text) if margin else None
-        if m:
+        if m:  # "|____^ label" closes the open multi-line span
             if open_at is not None:
                 end_col = len(m[1]) + 1 + len(m[2]) - margin + 1
-                spans.append(Span(file, open_at[0], open_at[1], line, end_col, m[3] or None, m[2][0] == "^"))
+                multiline.append(Span(file, open_at[0], open_at[1], line, end_col, m[3] or None, m[2][0] == "^"))
                 open_at = None
             continue
-        area = text[margin:] if margin else text
-        row: list[list[Any]] = []
-        i = 0
-        while i < len(area):
-            ch = area[i]
-            if ch in " |":
-                i += 1
-                continue
-            if ch in "^-" and (i == 0 or area[i - 1] in " |^-"):
-                j = i
-                while j < len(area) and area[j] == ch:
-                    j += 1
-                row.append([i, j - i, ch == "^", line, None])
-                i = j
-                continue
-            label = area[i:]
-            if row:
-                row[-1][4] = label
-            else:
-                waiting = next((p for p in pending if p[0] == i), None)
-                if waiting is not None:
-                    waiting[4] = label
-                    pending.remove(waiting)
-                else:
-                    # A second label under the same marker: rustc stacks labels of equal spans.
-                    same = next((p for p in reversed(spans) if isinstance(p, list) and p[0] == i), None)
-                    if same is not None:
-                        spans.append([*same[:4], label])  # type: ignore[arg-type]
-            break
-        for r in row:
-            spans.append(r)  # type: ignore[arg-type]
-            if r[4] is None:
-                pending.append(r)
-    out = []
-    for s in spans:
-        if isinstance(s, Span):
-            out.append(s)
+        _marker_row(text[margin:], line, marks, pending)
+    return [mark.span(file) for mark in marks] + multiline
+
+
+def _marker_row(area: str, line: int, marks: list[_Mark], pending: list[_Mark]) -> None:
+    row: list[_Mark] = []
+    i = 0
+    while i < len(area):
+        ch = area[i]
+        if ch in " |":
+            i += 1
+            continue
+        if ch in "^-" and (i == 0 or area[i - 1] in " |^-"):
+            j = i
+            while j < len(area) and area[j] == ch:
+                j += 1
+            row.append(_Mark(i, j - i, ch == "^", line))
+            i = j
+            continue
+        label = area[i:]
+        if row:
+            row[-1].label = label
         else:
-            start, length, primary, ln, label = s
-            out.append(Span(file, ln, start + 1, ln, start + 1 + length, label, primary))
-    return out
+            waiting = next((p for p in pending if p.start == i), None)
+            if waiting is not None:
+                waiting.label = label
+                pending.remove(waiting)
+            else:
+                # A second label under the same marker: rustc stacks labels of equal spans.
+                same = next((p for p in reversed(marks) if p.start == i), None)
+                if same is not None:
+                    marks.append(dataclasses.replace(same, label=label))
+        break
+    marks.extend(row)
+    pending.extend(r for r in row if r.label is None)
 
 
 def _marked_text(rows: list[tuple[int | None, str]], spans: list[Span]) -> str | None:

@@ -420,9 +420,10 @@ def transcript(unit: SourceUnit, toolchain: Toolchain, *, edition: str, time_lim
         "time_limit_s": time_limit_s,
     }
     if unit.tool == "rustc":
-        record["source"] = unit.path.read_text(encoding="utf-8", errors="replace")
+        record["source"], source_problems = diag.decode(unit.path.read_bytes())
         record["edition"] = edition
         compiled = compile_file(unit.path, unit.base, toolchain, edition=edition, time_limit_s=time_limit_s)
+        compiled.problems[:0] = [f"source: {p}" for p in source_problems]
     else:
         files = _crate_files(unit.path)
         record["files"] = files

@@ -61,11 +61,6 @@ class TokenKinds:
     def __len__(self) -> int:
         return len(self.kinds)
 
-    def __add__(self, other: "TokenKinds") -> "TokenKinds":
-        shift = int(self.units.max(initial=-1)) + 1
-        other_units = np.where(other.units >= 0, other.units + shift, -1)
-        return TokenKinds(np.concatenate([self.kinds, other.kinds]), np.concatenate([self.units, other_units]).astype(np.int32))
-
 
 def token_kinds(offsets: np.ndarray | Sequence[tuple[int, int]], segments: Sequence[Segment], text_length: int, base: int = 0) -> TokenKinds:
     """Map character segments to tokens via tokenizer offsets (HF ``Encoding.offsets``).
@@ -92,20 +87,19 @@ def token_kinds(offsets: np.ndarray | Sequence[tuple[int, int]], segments: Seque
             code_id += 1
     starts = np.clip(off[:, 0], 0, text_length)
     ends = np.clip(off[:, 1], 0, text_length)
-    empty = ends <= starts
-    # reduceat over [start, end) per token; empty tokens are fixed up afterwards.
-    idx = np.where(empty, 0, starts)
-    token_rank = np.maximum.reduceat(rank, idx)
-    token_unit = np.maximum.reduceat(unit, idx)
-    # reduceat reduces up to the next index, not to `end`: recompute exactly where the
-    # next token does not start at this token's end (gaps, overlaps, unsorted offsets).
-    nxt = np.append(idx[1:], text_length + 1)
-    inexact = ~empty & (nxt != ends)
-    for i in np.flatnonzero(inexact):
-        token_rank[i] = rank[starts[i]:ends[i]].max()
-        token_unit[i] = unit[starts[i]:ends[i]].max()
-    token_rank[empty] = _PRECEDENCE["template"]
-    token_unit[empty] = -1
+    # The highest precedence among a token's characters: per level, a prefix count of
+    # characters at that level tells whether [start, end) holds any.
+    token_rank = np.full(n, -1, dtype=np.int8)
+    for level in range(len(KINDS)):
+        count = np.concatenate([[0], np.cumsum(rank[:text_length] == level)])
+        token_rank[(count[ends] - count[starts]) > 0] = level
+    token_rank[token_rank < 0] = _PRECEDENCE["template"]  # zero-width tokens
+    # A token's unit: the unit of the first code character at or after its start, if
+    # that character lies before its end.
+    positions = np.where(unit[:text_length] >= 0, np.arange(text_length), text_length)
+    next_code = np.append(np.minimum.accumulate(positions[::-1])[::-1], text_length)
+    first = next_code[starts]
+    token_unit = np.where(first < ends, unit[first], -1)
     kinds = np.array([_KIND_ID[k] for k in _BY_PRECEDENCE], dtype=np.int8)[token_rank]
     return TokenKinds(kinds.astype(np.int8), token_unit.astype(np.int32))
 
