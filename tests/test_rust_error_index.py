@@ -10,7 +10,7 @@ from meap_data.errors import MeapDataError
 from meap_data.rust import diagnostics as D
 from meap_data.rust import error_index as EI
 from meap_data.rust import harvest as H
-from meap_data.rust.records import validate_record
+from meap_data.rust.records import dumps_record, validate_record
 
 SAMPLE = 40
 
@@ -139,3 +139,10 @@ def test_sample_rendered_and_json_agree(sample):
         assert text.problems == [], (r["key"], text.problems)
         compared += len(r["diagnostics"])
     assert compared > 2 * SAMPLE
+
+
+def test_corpus_is_byte_identical_across_runs_and_job_counts(sample, toolchain, tmp_path):
+    _, records, _ = sample
+    out = tmp_path / "again.jsonl"
+    EI.build_corpus(out, limit=8, jobs=1, toolchain=toolchain)
+    assert out.read_text(encoding="utf-8") == "".join(dumps_record(r) for r in records[:8])

@@ -126,6 +126,7 @@ class Diagnostic:
         return self.code is None and self.primary is None and bool(_SUMMARY_MESSAGE.match(self.message))
 
     def to_dict(self) -> dict[str, Any]:
+        """The record form (schema ``$defs/diagnostic``): plain JSON types only."""
         return {
             "level": self.level,
             "code": self.code,
@@ -140,6 +141,7 @@ class Diagnostic:
 
     @classmethod
     def from_dict(cls, d: dict[str, Any]) -> "Diagnostic":
+        """Inverse of :meth:`to_dict`."""
         return cls(
             level=d["level"],
             message=d["message"],
@@ -154,7 +156,7 @@ class Diagnostic:
 
 
 _SUMMARY_MESSAGE = re.compile(
-    r"^(aborting due to .*|\d+ warnings? emitted|the compiler unexpectedly panicked.*)$"
+    r"^(aborting due to .*|\d+ warnings? emitted)$"
 )
 
 

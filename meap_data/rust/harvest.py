@@ -20,7 +20,6 @@ import re
 import shutil
 import signal
 import subprocess
-import sys
 import tempfile
 import time
 import tomllib
@@ -485,8 +484,3 @@ def harvest(
 
     n = write_records(output, ordered())
     return HarvestSummary(n, counts["failed"], counts["timed_out"], time.monotonic() - start)
-
-
-def stderr_progress(message: str) -> None:
-    """Progress sink for long runs: one line per item on stderr."""
-    print(message, file=sys.stderr, flush=True)

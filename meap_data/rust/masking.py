@@ -317,7 +317,11 @@ def sft_rows(
     layout_mode: str = "rows",
     max_length: int | None = None,
 ) -> list[SftRow]:
-    """Tokenize a diagnose or repair layout and build its MEAP fine-tuning rows."""
+    """Tokenize a diagnose or repair layout and build its MEAP fine-tuning rows.
+
+    ``key`` is the sample's stable key; when one record yields several samples (both
+    tasks), give each its own, e.g. ``f"{record['key']}-repair"``.
+    """
     enc = encode_layout(tokenizer, layout)
     return meap_sft(
         enc.prompt_ids, enc.response_ids, eos_id=eos_id, mask_id=mask_id, seed=seed, key=key,
