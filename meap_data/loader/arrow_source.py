@@ -62,6 +62,8 @@ class ArrowShard:
         self._whole = whole  # keeps the mapping alive for the views below
         self.words = np.frombuffer(whole, dtype=np.int32, count=size // 4)
         self.bytes = np.frombuffer(whole, dtype=np.uint8)
+        # A read-only (words - L + 1, L) view: row i = words[i : i + L]; no copy.
+        self.rows = np.lib.stride_tricks.sliding_window_view(self.words, seq_len) if len(self.words) >= seq_len else None
         base = whole.address
         row0, ids, labels, doc_offs, doc_vals, lens, key_offs, key_data = ([] for _ in range(8))
         start = 0
@@ -91,27 +93,28 @@ class ArrowShard:
         self.key_data = np.array(key_data, dtype=np.int64)
 
     def gather(self, local: np.ndarray, slots: np.ndarray, out: Rows, want_keys: bool,
-               doc_lists: list, key_list: list | None, want_inputs: bool = True) -> None:
-        """Copy rows ``local`` of this shard into ``out`` at rows ``slots``."""
+               doc_lists: list, key_list: list | None, want_inputs: bool = True, want_words: bool = True) -> None:
+        """Copy rows ``local`` of this shard into ``out`` at rows ``slots``; key words
+        (the masking streams) only when ``want_words``, key strings when ``want_keys``."""
         L = self.seq_len
         c = np.searchsorted(self.row0, local, side="right") - 1
         r = local - self.row0[c]
         w = self.words
         ids_at = self.ids[c] + r * L
         lab_at = self.labels[c] + r * L
+        # One fancy-indexing call per column: row i of ``self.rows`` is the L words
+        # starting at word i of the file, so this copies whole rows in C.
         if want_inputs:
-            for slot, a, b in zip(slots.tolist(), ids_at.tolist(), lab_at.tolist()):
-                out.input_ids[slot] = w[a : a + L]
-                out.labels[slot] = w[b : b + L]
-        else:
-            for slot, b in zip(slots.tolist(), lab_at.tolist()):
-                out.labels[slot] = w[b : b + L]
+            out.input_ids[slots] = self.rows[ids_at]
+        out.labels[slots] = self.rows[lab_at]
         out.lengths[slots] = w[self.lens[c] + r]
         lo = w[self.doc_offs[c] + r].astype(np.int64)
         hi = w[self.doc_offs[c] + r + 1].astype(np.int64)
         vals = self.doc_vals[c]
         for slot, a, b in zip(slots.tolist(), (vals + lo).tolist(), (vals + hi).tolist()):
             doc_lists[slot] = w[a:b]
+        if not (want_keys or want_words):
+            return
         klo = w[self.key_offs[c] + r].astype(np.int64)
         khi = w[self.key_offs[c] + r + 1].astype(np.int64)
         start = self.key_data[c] + klo
@@ -125,7 +128,8 @@ class ArrowShard:
             if key_list is not None:
                 for slot, s in zip(slots.tolist(), strings):
                     key_list[slot] = s
-        out.key_words[slots] = words
+        if out.key_words is not None:
+            out.key_words[slots] = words
 
 
 class ArrowSource:
@@ -159,24 +163,27 @@ class ArrowSource:
             shard = self._open[i] = ArrowShard(path, entry["path"], self.seq_len, entry["samples"])
         return shard
 
-    def fetch(self, indices: np.ndarray, want_keys: bool = False, want_inputs: bool = True) -> Rows:
-        """Samples at global ``indices`` (int64), in that order."""
+    def fetch(self, indices: np.ndarray, input_ids: np.ndarray | None, labels: np.ndarray,
+              want_keys: bool = False, want_words: bool = True) -> Rows:
+        """Samples at global ``indices`` (int64), in that order. Token rows are copied
+        into ``input_ids`` (skipped when None) and ``labels``, arrays of shape
+        (len(indices), seq_len) of any integer dtype: the copy converts."""
         n = len(indices)
-        L = self.seq_len
         out = Rows(
-            input_ids=np.empty((n, L), dtype=np.int32) if want_inputs else None,
-            labels=np.empty((n, L), dtype=np.int32),
+            input_ids=input_ids,
+            labels=labels,
             lengths=np.empty(n, dtype=np.int32),
             doc_starts=None,
             doc_counts=None,
-            key_words=np.empty(n, dtype=np.uint64),
+            key_words=np.empty(n, dtype=np.uint64) if want_words else None,
         )
         doc_lists: list = [None] * n
         key_list = [None] * n if want_keys else None
         shard_of = np.searchsorted(self.firsts, indices, side="right") - 1
         for s in np.unique(shard_of).tolist():
             slots = np.flatnonzero(shard_of == s)
-            self.shard(s).gather(indices[slots] - self.firsts[s], slots, out, want_keys, doc_lists, key_list, want_inputs)
+            self.shard(s).gather(indices[slots] - self.firsts[s], slots, out, want_keys, doc_lists, key_list,
+                                 input_ids is not None, want_words)
         out.doc_counts = np.fromiter((len(d) for d in doc_lists), dtype=np.int64, count=n)
         out.doc_starts = np.concatenate(doc_lists) if n else np.zeros(0, dtype=np.int32)
         out.keys = key_list

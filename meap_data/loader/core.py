@@ -31,14 +31,14 @@ from ..manifest import read_manifest
 from ..masking import apply_meap_mask
 from .arrow_source import ArrowSource
 from .order import REMAINDER_POLICIES, EpochOrder, batch_positions, batches_per_epoch, dataset_segments
-from .rows import Rows, key_words
+from .rows import BufferPool, Rows, key_words
 from .webdataset_source import WebDatasetSource
 
 STATE_VERSION = 1
 FORMATS = ("arrow", "webdataset")
 MASK_MODES = ("static", "per_epoch")
-DEFAULT_FIELDS = ("input_ids", "labels", "position_ids", "doc_ids")
-ALL_FIELDS = DEFAULT_FIELDS + ("attention_mask", "cu_seqlens", "max_seqlen", "lengths", "keys")
+DEFAULT_FIELDS = ("input_ids", "labels", "position_ids")
+ALL_FIELDS = DEFAULT_FIELDS + ("doc_ids", "attention_mask", "cu_seqlens", "max_seqlen", "lengths", "keys")
 # Tar shards a WebDataset loader shuffles together by default: the memory bound is this
 # many shards' samples (a worker's share of them), see README "Loading shards".
 DEFAULT_WEBDATASET_WINDOW = 4
@@ -274,6 +274,7 @@ class ShardLoader:
             raise MeapDataError(f"worker_id {worker_id} is not in [0, num_workers={num_workers})")
         other.worker_id, other.num_workers = worker_id, num_workers
         other._source = None
+        other.__dict__.pop("_buffers", None)
         return other
 
     # ------------------------------------------------------------------ order
@@ -290,13 +291,14 @@ class ShardLoader:
         return list(range(self.worker_id, n, self.num_workers))
 
     def _positions(self, start: int, batch: int) -> np.ndarray:
-        return batch_positions(start, batch, self.rank, self.batch_size, self.world_size, self.samples)
+        return batch_positions(start, batch, self.rank, self.batch_size, self.world_size)
 
     # ------------------------------------------------------------------ iteration
 
     def __getstate__(self):
         state = dict(self.__dict__)
         state["_source"] = None  # memory maps and open files are per process
+        state.pop("_buffers", None)
         return state
 
     def _get_source(self):
@@ -313,28 +315,57 @@ class ShardLoader:
         total_batches = batches_per_epoch(self.samples, start, self.global_batch, self.remainder)
         accounting = self.num_workers == 1
         per_read = max(1, self.rows_per_read // self.batch_size)
-        fetch = self._arrow_fetch if self.format == "arrow" else _WindowReader(self, order, start, total_batches).fetch
+        reader = None
+        if self.format == "webdataset":
+            reader = _WindowReader(self, order, start, total_batches)
+            # One batch at a time, so at most the windows that one batch touches are
+            # held (the decode dominates the cost there, not per-call overhead).
+            per_read = 1
         for g in range(0, len(mine), per_read):
             group = mine[g : g + per_read]
             positions = np.concatenate([self._positions(start, j) for j in group])
-            rows = fetch(order, positions)
-            for k, batch in enumerate(self._make_batches(rows, epoch, len(group))):
+            batches = self._make_batches(self._fetch(order, positions, reader), epoch, len(group))
+            for k in range(len(group)):
+                batch = batches[k]
+                batches[k] = None  # the consumer's reference is then the only one
                 if accounting:
                     if group[k] + 1 >= total_batches:
                         self._epoch, self._position = epoch + 1, 0
                     else:
                         self._epoch, self._position = epoch, start + (group[k] + 1) * self.global_batch
                 yield batch
+                del batch
         if self._epoch == epoch:
             self._epoch, self._position = epoch + 1, 0
 
-    def _arrow_fetch(self, order: EpochOrder, positions: np.ndarray) -> Rows:
-        return self._get_source().fetch(order.indices(positions), want_keys="keys" in self.fields,
-                                        want_inputs=self.masks == "static")
+    def _fetch(self, order: EpochOrder, positions: np.ndarray, reader: "_WindowReader | None") -> Rows:
+        n, L = len(positions), self.seq_len
+        pool = self._pool
+        inputs = pool.get("input_ids", (n, L), self.dtype) if self.masks == "static" else None
+        labels = pool.get("labels", (n, L), self.dtype if self.masks == "static" else np.int32)
+        if reader is not None:
+            return reader.fetch(order, positions, inputs, labels)
+        return self._get_source().fetch(order.indices(positions % order.total), inputs, labels, want_keys="keys" in self.fields,
+                                        want_words=self.masks == "per_epoch")
+
+    @property
+    def _pool(self) -> BufferPool:
+        pool = self.__dict__.get("_buffers")
+        if pool is None:
+            pool = self._buffers = BufferPool()
+        return pool
+
+    def _arange(self, size: int) -> np.ndarray:
+        cached = self.__dict__.get("_arange_cache")
+        if cached is None or cached.shape[0] < size:
+            cached = self._arange_cache = np.arange(size, dtype=np.int32)
+        return cached[:size]
 
     def _make_batches(self, rows: Rows, epoch: int, count: int) -> list[dict]:
         """Cut ``rows`` (``count`` batches' worth) into batch dicts of numpy arrays."""
         L, B, n = self.seq_len, self.batch_size, len(rows)
+        dt = self.dtype
+        fields = self.fields
         labels = rows.labels
         if self.masks == "per_epoch":
             inputs, _ = apply_meap_mask(
@@ -342,10 +373,12 @@ class ShardLoader:
                 seed=self.mask_seed, epoch=None if epoch == 0 else epoch, exclude_ids=self.exclude_ids,
                 pad_id=self.pad_id,
             )
+            inputs = inputs.astype(dt, copy=False)
+            labels = labels.astype(dt, copy=False)
         else:
             inputs = rows.input_ids
-        # Pieces: every document piece of every row, plus each row's padding as a piece,
-        # as start offsets into the flattened (n * L) batch.
+        # Pieces: every document piece of every row, plus each row's padding as a piece
+        # (doc index -1), as start offsets into the flattened (n * L) batch.
         piece_row = np.repeat(np.arange(n, dtype=np.int64), rows.doc_counts)
         first_piece = np.concatenate([[0], np.cumsum(rows.doc_counts)[:-1]]).astype(np.int64)
         doc_index = np.arange(len(piece_row), dtype=np.int64) - np.repeat(first_piece, rows.doc_counts)
@@ -357,31 +390,37 @@ class ShardLoader:
             sort = np.argsort(starts, kind="stable")
             starts, doc_index = starts[sort], doc_index[sort]
         piece_len = np.diff(np.append(starts, n * L))
-        need_pos = "position_ids" in self.fields
-        need_doc = "doc_ids" in self.fields
-        position_ids = (np.arange(n * L, dtype=np.int64) - np.repeat(starts, piece_len)).reshape(n, L) if need_pos else None
-        doc_ids = np.repeat(doc_index, piece_len).reshape(n, L) if need_doc else None
-        dt = self.dtype
-        full = {
-            "input_ids": inputs.astype(dt, copy=False) if "input_ids" in self.fields else None,
-            "labels": labels.astype(dt, copy=False) if "labels" in self.fields else None,
-            "position_ids": position_ids.astype(dt, copy=False) if need_pos else None,
-            "doc_ids": doc_ids.astype(dt, copy=False) if need_doc else None,
-            "attention_mask": (np.arange(L)[None, :] < rows.lengths[:, None]).astype(dt) if "attention_mask" in self.fields else None,
-            "lengths": rows.lengths.astype(dt) if "lengths" in self.fields else None,
-        }
+        full = {"input_ids": inputs, "labels": labels}
+        if "position_ids" in fields:
+            pos = self._pool.get("position_ids", (n, L), dt)
+            # Position = column - start of the token's piece in its row; the column
+            # comes from one broadcast row (stays in cache), the piece starts from an
+            # int32 repeat: the least memory traffic found for this step.
+            piece_start = np.repeat((starts - (starts // L) * L).astype(np.int32), piece_len).reshape(n, L)
+            np.subtract(self._arange(L)[None, :], piece_start, out=pos, casting="unsafe")
+            full["position_ids"] = pos
+        if "doc_ids" in fields:
+            doc = self._pool.get("doc_ids", (n, L), dt)
+            np.copyto(doc.reshape(-1), np.repeat(doc_index.astype(np.int32), piece_len), casting="unsafe")
+            full["doc_ids"] = doc
+        if "attention_mask" in fields:
+            full["attention_mask"] = (np.arange(L)[None, :] < rows.lengths[:, None]).astype(dt)
+        if "lengths" in fields:
+            full["lengths"] = rows.lengths.astype(dt)
+        array_fields = [f for f in fields if f in full]
+        want_cu = "cu_seqlens" in fields or "max_seqlen" in fields
         out = []
         for k in range(count):
             a, b = k * B, (k + 1) * B
-            batch = {f: full[f][a:b] for f in self.fields if full.get(f) is not None}
-            if "cu_seqlens" in self.fields or "max_seqlen" in self.fields:
+            batch = {f: full[f][a:b] for f in array_fields}
+            if want_cu:
                 lo, hi = np.searchsorted(starts, [a * L, b * L])
                 cu = np.append(starts[lo:hi] - a * L, B * L).astype(np.int32)
-                if "cu_seqlens" in self.fields:
+                if "cu_seqlens" in fields:
                     batch["cu_seqlens"] = cu
-                if "max_seqlen" in self.fields:
+                if "max_seqlen" in fields:
                     batch["max_seqlen"] = int(np.diff(cu).max())
-            if "keys" in self.fields:
+            if "keys" in fields:
                 batch["keys"] = list(rows.keys[a:b])
             out.append(batch)
         return out
@@ -428,7 +467,8 @@ class _WindowReader:
                     self.buffer[p] = (key, members)
         self.loaded.add(window)
 
-    def fetch(self, order: EpochOrder, positions: np.ndarray) -> Rows:
+    def fetch(self, order: EpochOrder, positions: np.ndarray, input_ids: np.ndarray | None,
+              labels: np.ndarray) -> Rows:
         total = order.total
         for p in positions.tolist():
             if p not in self.buffer:
@@ -440,12 +480,15 @@ class _WindowReader:
         keys = [k for k, _ in samples]
         metas = [m["json"] for _, m in samples]
         doc_lists = [np.asarray(m["doc_offsets"], dtype=np.int32) for m in metas]
-        n = len(samples)
+        for i, (_, m) in enumerate(samples):
+            if input_ids is not None:
+                input_ids[i] = m["input_ids"]
+            labels[i] = m["labels"]
         return Rows(
-            input_ids=np.stack([m["input_ids"] for _, m in samples]) if n else np.zeros((0, self.loader.seq_len), np.int32),
-            labels=np.stack([m["labels"] for _, m in samples]) if n else np.zeros((0, self.loader.seq_len), np.int32),
+            input_ids=input_ids,
+            labels=labels,
             lengths=np.array([m["length"] for m in metas], dtype=np.int32),
-            doc_starts=np.concatenate(doc_lists) if n else np.zeros(0, np.int32),
+            doc_starts=np.concatenate(doc_lists) if doc_lists else np.zeros(0, np.int32),
             doc_counts=np.array([len(d) for d in doc_lists], dtype=np.int64),
             key_words=key_words(keys),
             keys=keys,

@@ -174,8 +174,9 @@ def batches_per_epoch(total: int, start: int, global_batch: int, remainder: str)
     return -(-left // global_batch)
 
 
-def batch_positions(start: int, batch: int, rank: int, batch_size: int, world_size: int, total: int) -> np.ndarray:
-    """Positions of the ``batch``-th batch (from ``start``) of ``rank``; positions past
-    the end of the epoch wrap to its beginning (only reached with ``wrap``)."""
+def batch_positions(start: int, batch: int, rank: int, batch_size: int, world_size: int) -> np.ndarray:
+    """Positions of the ``batch``-th batch (from ``start``) of ``rank``. Positions at or
+    past the epoch's sample count (only with ``wrap``) stand for that position modulo the
+    count: the epoch's first samples again."""
     first = start + (batch * world_size + rank) * batch_size
-    return np.arange(first, first + batch_size, dtype=np.int64) % total
+    return np.arange(first, first + batch_size, dtype=np.int64)

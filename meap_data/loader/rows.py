@@ -39,7 +39,7 @@ class Rows:
     ``input_ids``: int32 (n, seq_len), the baked (masked) inputs. ``labels``: int32
     (n, seq_len), clean ids, -100 on padding. ``lengths``: int32 (n,), real tokens.
     ``doc_starts``: int32, every row's document-piece starts concatenated;
-    ``doc_counts``: int64 (n,), pieces per row. ``key_words``: uint64 (n,). ``keys``:
+    ``doc_counts``: int64 (n,), pieces per row. ``key_words``: uint64 (n,) (None when not needed). ``keys``:
     the sample keys (list of str), or None when not decoded.
     """
 
@@ -53,3 +53,46 @@ class Rows:
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])
+
+
+def _refcount_probe() -> bool:
+    import sys
+
+    held = [np.empty(1)]
+    return sys.getrefcount(held[0]) == 2
+
+
+class BufferPool:
+    """Output arrays reused once nothing outside the pool refers to them any more.
+
+    Freshly allocated multi-megabyte arrays are page-faulted in on first write, which
+    costs more than filling them; reusing them keeps the loader at memory speed. An array
+    is handed out again only when its reference count shows that no batch, view or
+    tensor (``torch.from_numpy`` keeps a reference) still uses it, so a consumer that
+    keeps batches never sees them overwritten. At most ``keep`` arrays per shape and
+    dtype are retained. Disabled where reference counts cannot tell (other Python VMs).
+    """
+
+    def __init__(self, keep: int = 4):
+        import sys
+
+        self._getrefcount = sys.getrefcount
+        self.keep = keep
+        self.enabled = _refcount_probe()
+        self._arrays: dict[tuple, list[np.ndarray]] = {}
+
+    def get(self, name: str, shape: tuple, dtype) -> np.ndarray:
+        """An uninitialised array of ``shape`` and ``dtype`` that nobody else holds;
+        ``name`` keeps separate pools for arrays that are in use at the same time."""
+        dtype = np.dtype(dtype)
+        if not self.enabled:
+            return np.empty(shape, dtype)
+        arrays = self._arrays.setdefault((name, tuple(shape), dtype.str), [])
+        for i in range(len(arrays)):
+            # 2 = the list's reference + getrefcount's argument: nobody else holds it.
+            if self._getrefcount(arrays[i]) == 2:
+                return arrays[i]
+        fresh = np.empty(shape, dtype)
+        if len(arrays) < self.keep:
+            arrays.append(fresh)
+        return fresh

@@ -131,6 +131,28 @@ def iter_tar_samples(
     :class:`TarFormatError` or :class:`ChecksumError`, naming ``shard``.
     """
     reader = _Reader(raw, hashing=expected_sha256 is not None)
+    try:
+        yield from _parse(reader, shard, wanted, expected_samples)
+    except TarFormatError as exc:
+        # With verification on, a corrupt byte is reported as what it is: a checksum
+        # mismatch of the shard (the parse error rides along as the cause).
+        if reader.hash is not None:
+            reader.drain()
+            if reader.hash.hexdigest() != expected_sha256:
+                raise _checksum_error(shard, reader.hash.hexdigest(), expected_sha256) from exc
+        raise
+    if reader.hash is not None and reader.hash.hexdigest() != expected_sha256:
+        raise _checksum_error(shard, reader.hash.hexdigest(), expected_sha256)
+
+
+def _checksum_error(shard: str, got: str, expected: str) -> ChecksumError:
+    return ChecksumError(
+        f"shard {shard}: sha256 {got[:16]}... but the manifest says {expected[:16]}...; "
+        "the file is corrupt: re-copy it or rerun prepare"
+    )
+
+
+def _parse(reader: _Reader, shard: str, wanted: Callable[[int], bool], expected_samples: int):
     index = -1
     key = None
     members: dict = {}
@@ -203,11 +225,6 @@ def iter_tar_samples(
         reader.drain()
     if index + 1 != expected_samples:
         raise TarFormatError(f"shard {shard}: holds {index + 1} samples, the manifest says {expected_samples}; {_fix_hint()}")
-    if reader.hash is not None and reader.hash.hexdigest() != expected_sha256:
-        raise ChecksumError(
-            f"shard {shard}: sha256 {reader.hash.hexdigest()[:16]}... but the manifest says "
-            f"{expected_sha256[:16]}...; the file is corrupt: re-copy it or rerun prepare"
-        )
 
 
 class WebDatasetSource:
