@@ -50,19 +50,10 @@ class ModelConfig:
         return -(-self.vocab_size // VOCAB_MULTIPLE) * VOCAB_MULTIPLE
 
 
-def document_ids(doc_offsets: list[list[int]], seq_len: int) -> torch.Tensor:
-    """(B, seq_len) int32: for each position, the index of the packed document it belongs
-    to within its sample. ``doc_offsets[b]`` lists the start position of each document."""
-    ids = torch.zeros(len(doc_offsets), seq_len, dtype=torch.int32)
-    for b, offsets in enumerate(doc_offsets):
-        starts = [o for o in offsets if 0 < o < seq_len]
-        if starts:
-            ids[b, starts] = 1
-    return ids.cumsum(dim=1, dtype=torch.int32)
-
-
 def document_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
-    """(B, 1, L, L) bool, True where query i may attend to key j: same document and j <= i."""
+    """(B, 1, L, L) bool, True where query i may attend to key j: same document and j <= i.
+    ``doc_ids``: (B, L) document index per position (padding may form its own "document":
+    every query still sees itself, so no row of the softmax is empty)."""
     length = doc_ids.shape[1]
     causal = torch.ones(length, length, dtype=torch.bool, device=doc_ids.device).tril()
     same_doc = doc_ids[:, :, None] == doc_ids[:, None, :]
@@ -152,12 +143,16 @@ class GPT(nn.Module):
         return n - self.wpe.weight.numel() if non_embedding else n
 
     def forward(self, input_ids: torch.Tensor, labels: torch.Tensor | None = None,
-                doc_ids: torch.Tensor | None = None) -> torch.Tensor:
+                doc_ids: torch.Tensor | None = None, position_ids: torch.Tensor | None = None) -> torch.Tensor:
+        """``input_ids``, ``labels``: (B, T) token ids. ``doc_ids``: (B, T) document index
+        of each position; when given, attention stays inside documents. ``position_ids``:
+        (B, T) position of each token (e.g. restarting at every document); default 0..T-1."""
         B, T = input_ids.shape
         if T > self.cfg.seq_len:
             raise ValueError(f"input of {T} tokens is longer than the model's --seq-len {self.cfg.seq_len}")
-        pos = torch.arange(T, device=input_ids.device)
-        x = self.drop(self.wte(input_ids) + self.wpe(pos))
+        if position_ids is None:
+            position_ids = torch.arange(T, device=input_ids.device)
+        x = self.drop(self.wte(input_ids) + self.wpe(position_ids))
         attn_mask = None if doc_ids is None else document_causal_mask(doc_ids)
         for block in self.blocks:
             x = block(x, attn_mask)
