@@ -33,9 +33,9 @@ class ProcessUnitFn(beam.DoFn):
         self._samples = Metrics.counter("meap_data", "samples")
 
     def setup(self):
-        from .process import UnitProcessor
+        from .process import make_processor
 
-        self._processor = UnitProcessor(self.config, self.tokenizer, self.output_dir, self.total_units)
+        self._processor = make_processor(self.config, self.tokenizer, self.output_dir, self.total_units)
 
     def process(self, unit_json: dict):
         result = self._processor.process(WorkUnit.from_json(unit_json))
@@ -56,6 +56,14 @@ class WriteManifestFn(beam.DoFn):
 
     def process(self, results: list[dict]):
         manifest = build_manifest(self.config, self.tokenizer, results)
+        if self.config.kind == "rust":
+            # Which primary codes this split holds (records per code), so anyone can
+            # check that train and eval share none without reading the shards.
+            codes: dict[str, int] = {}
+            for r in results:
+                for code, n in r.get("codes", {}).items():
+                    codes[code] = codes.get(code, 0) + n
+            manifest["codes"] = dict(sorted(codes.items()))
         write_manifest(self.output_dir, manifest)
         yield manifest
 

@@ -29,7 +29,9 @@ def _add_prepare(sub) -> None:
     p.add_argument("--eos-token", help="end-of-document token (added when absent; default: detected, else <|endoftext|>)")
     p.add_argument("--text-field", default="text", help="field holding the text in JSON/Parquet/datasets rows (default: text)")
     p.add_argument("--seq-len", type=int, default=2048, help="tokens per sample (default: 2048)")
-    p.add_argument("--mask-ratio", type=float, default=0.15, help="fraction of positions masked per sample, 0 for none (default: 0.15)")
+    p.add_argument("--mask-ratio", type=float, default=None,
+                   help="fraction of positions masked per sample, 0 for none (default: 0.15 for text; "
+                   "0.1 for rust, the MEAP-SFT share of answer tokens masked in the masked copy)")
     p.add_argument("--seed", type=int, default=0, help="masking seed (default: 0)")
     p.add_argument("--format", default="arrow,webdataset", help="comma list of arrow,webdataset (default: both)")
     p.add_argument("--no-pack", action="store_true", help="one document per sample (long ones split, short ones padded)")
@@ -37,6 +39,21 @@ def _add_prepare(sub) -> None:
     p.add_argument("--input-bytes-per-shard", type=int, default=64 << 20,
                    help="input bytes grouped into one output shard; also the byte-range size large JSON-lines files are cut into (default: 64 MiB)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --output")
+    rust = p.add_argument_group(
+        "--kind rust", "transcript JSONL from 'meap-data rust harvest' / 'rust error-index'; writes two "
+        "datasets, DIR/train and DIR/eval, split by each record's primary error code")
+    rust.add_argument("--task", choices=("repair", "diagnose", "transcript"), default="repair",
+                      help="repair: source + compiler output -> fixed source (records without a fix are "
+                      "rejected as no_fix); diagnose: source -> compiler output; transcript: the record as "
+                      "packed pre-training text (default: repair)")
+    rust.add_argument("--sft-layout", choices=("rows", "concat"), default="rows",
+                      help="MEAP-SFT clean and masked copies as consecutive samples (rows) or one "
+                      "sample holding both (concat) (default: rows)")
+    rust.add_argument("--eval-codes", default="", metavar="E0308,E0382,...",
+                      help="primary codes held out for DIR/eval by name (comma list)")
+    rust.add_argument("--eval-fraction", type=float, default=None, metavar="F",
+                      help="share of primary codes held out by a hash of the code (default: 0.1 without "
+                      "--eval-codes, 0 with them; both together hold out the union)")
     p.set_defaults(func=_cmd_prepare, accepts_beam_args=True)
 
 
@@ -44,8 +61,14 @@ def _cmd_prepare(args, beam_args: list[str]) -> int:
     from .config import PrepareConfig
     from .prepare import format_summary, run_prepare
 
-    if args.kind == "rust":
-        raise MeapDataError("--kind rust is not available yet in this build; use --kind text")
+    if args.kind != "rust":
+        # Rust-only options on a text run would silently do nothing.
+        given = [flag for flag, value, default in (
+            ("--task", args.task, "repair"), ("--sft-layout", args.sft_layout, "rows"),
+            ("--eval-codes", args.eval_codes, ""), ("--eval-fraction", args.eval_fraction, None),
+        ) if value != default]
+        if given:
+            raise MeapDataError(f"{', '.join(given)} apply to --kind rust only; drop them or pass --kind rust")
     config = PrepareConfig(
         inputs=tuple(args.input),
         kind=args.kind,
@@ -57,10 +80,23 @@ def _cmd_prepare(args, beam_args: list[str]) -> int:
         pack=not args.no_pack,
         mask_special_tokens=not args.no_mask_special_tokens,
         input_bytes_per_shard=args.input_bytes_per_shard,
+        task=args.task,
+        sft_layout=args.sft_layout,
+        eval_codes=tuple(c for c in args.eval_codes.split(",") if c.strip()),
+        eval_fraction=args.eval_fraction,
     )
     outcome = run_prepare(config, args.output, args.tokenizer, beam_args, args.overwrite, args.eos_token)
-    print(format_summary(outcome.manifest, outcome.run_info))
-    print(f"dataset written to {args.output}")
+    if not outcome.splits:
+        print(format_summary(outcome.manifest, outcome.run_info))
+        print(f"dataset written to {args.output}")
+        return 0
+    import os
+
+    for split, part in outcome.splits.items():
+        codes = part.manifest.get("codes", {})
+        print(f"== {split}: {len(codes)} primary codes ({', '.join(list(codes)[:12])}{', ...' if len(codes) > 12 else ''})")
+        print(format_summary(part.manifest, part.run_info))
+        print(f"dataset written to {os.path.join(args.output, split)}")
     return 0
 
 

@@ -91,7 +91,9 @@ def render_sample(sample: dict, tokenizer, mask_id: int) -> str:
             flush()
             pieces.append(MASK_OPEN + tokenizer.decode([int(labels[pos])], skip_special_tokens=False) + MASK_CLOSE)
         else:
-            run.append(int(labels[pos]))
+            # Fine-tuning samples (--kind rust) take no loss on prompts: labels are -100
+            # there, and the input holds the text.
+            run.append(int(labels[pos]) if labels[pos] != IGNORE_INDEX else int(ids[pos]))
     flush()
     return "".join(pieces)
 

@@ -1,5 +1,9 @@
 """``meap-data prepare``: plan, set up the output directory and tokenizer, run the Beam
-pipeline, and summarise. ``pipelines/corpus_to_shards.py`` runs the same function."""
+pipeline, and summarise. ``pipelines/corpus_to_shards.py`` runs the same function.
+
+``--kind rust`` writes two complete datasets, ``DIR/train`` and ``DIR/eval`` (split by
+primary error code, see :mod:`meap_data.rust.shards`), from one pipeline run and one
+tokenizer; each has its own manifest, so the loader and ``verify`` take either as is."""
 
 from __future__ import annotations
 
@@ -9,7 +13,7 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, field, replace
 
 from . import storage
 from .config import PrepareConfig
@@ -34,8 +38,13 @@ DEFAULT_TRAIN_CHARS = 32 << 20
 
 @dataclass
 class PrepareOutcome:
+    """A finished dataset's manifest and run facts. For ``--kind rust``, ``splits`` maps
+    "train" and "eval" to each dataset's own outcome, and ``manifest``/``run_info`` are
+    the train dataset's."""
+
     manifest: dict
     run_info: dict
+    splits: dict = field(default_factory=dict)
 
 
 def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
@@ -57,18 +66,33 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
 
 
 def resolve_tokenizer(spec: str | None, files, text_field: str, eos_token: str | None = None,
-                      vocab_size: int = DEFAULT_TRAIN_VOCAB) -> TokenizerInfo:
+                      vocab_size: int = DEFAULT_TRAIN_VOCAB, kind: str = "text") -> TokenizerInfo:
     """The tokenizer named by ``spec``, or (when None) a byte-level BPE trained on the
-    first ``DEFAULT_TRAIN_CHARS`` characters of the inputs."""
+    first ``DEFAULT_TRAIN_CHARS`` characters of the inputs (for ``kind`` rust: of the
+    records rendered as transcript texts)."""
     if spec:
         tok = load_tokenizer(spec)
     else:
         log.info("no --tokenizer given: training a %d-token byte-level BPE on the inputs", vocab_size)
         from .inputs import FileRange
 
-        docs = (d for f in files for d in read_range(FileRange(f), text_field))
+        if kind == "rust":
+            from .rust.shards import training_documents
+
+            docs = training_documents(files)
+        else:
+            docs = (d for f in files for d in read_range(FileRange(f), text_field))
         tok = train_bpe(iter_training_texts(docs, DEFAULT_TRAIN_CHARS), vocab_size)
     return prepare_tokenizer(tok, eos_token=eos_token)
+
+
+def dataset_targets(config: PrepareConfig, output_dir: str) -> list[tuple[str, PrepareConfig, str]]:
+    """(pipeline label, config, directory) of each dataset one run writes: text one in
+    ``output_dir``; rust two, ``output_dir/train`` and ``output_dir/eval``."""
+    if config.kind != "rust":
+        return [("Prepare", config, output_dir)]
+    return [(f"Prepare{split.title()}", replace(config, split=split), storage.join(output_dir, split))
+            for split in ("train", "eval")]
 
 
 def run_prepare(
@@ -87,34 +111,45 @@ def run_prepare(
     files = expand_inputs(list(config.inputs))
     units = plan_units(files, config.input_bytes_per_shard)
     input_bytes = sum(f.size for f in files)
-    prepare_output_dir(output_dir, overwrite)
-    info = resolve_tokenizer(tokenizer, files, config.text_field, eos_token)
-    storage.write_bytes_atomic(storage.join(output_dir, "tokenizer.json"), info.json.encode("utf-8"))
+    targets = dataset_targets(config, output_dir)
+    for _, _, directory in targets:
+        prepare_output_dir(directory, overwrite)
+    info = resolve_tokenizer(tokenizer, files, config.text_field, eos_token, kind=config.kind)
+    for _, _, directory in targets:
+        storage.write_bytes_atomic(storage.join(directory, "tokenizer.json"), info.json.encode("utf-8"))
     log.info(
         "%d input files (%.1f MB) planned as %d shards; writing %s to %s",
-        len(files), input_bytes / 1e6, len(units), ",".join(config.formats), output_dir,
+        len(files), input_bytes / 1e6, len(units), ",".join(config.formats),
+        ", ".join(directory for _, _, directory in targets),
     )
     pipeline = make_pipeline(beam_args or [])
-    _ = pipeline | "Prepare" >> PrepareShards(config, info, output_dir, units)
+    for label, target_config, directory in targets:
+        _ = pipeline | label >> PrepareShards(target_config, info, directory, units)
     pipeline_started = time.perf_counter()
     pipeline.run().wait_until_finish()
     finished = time.perf_counter()
-    if not storage.exists(storage.join(output_dir, MANIFEST)):
-        raise MeapDataError(f"the pipeline finished but wrote no manifest to {output_dir!r}")
-    manifest = json.loads(storage.read_bytes(storage.join(output_dir, MANIFEST)))
-    seconds = finished - pipeline_started
-    run_info = {
-        "seconds_total": round(finished - started, 3),
-        "seconds_pipeline": round(seconds, 3),
-        "tokens_per_second": round(manifest["counts"]["tokens"] / max(seconds, 1e-9), 1),
-        "input_bytes": input_bytes,
-        "beam_args": beam_args or [],
-        "host": platform.node(),
-        "python": sys.version.split()[0],
-        "cpu_count": os.cpu_count(),
-    }
-    storage.write_bytes_atomic(storage.join(output_dir, RUN_INFO), dumps(run_info))
-    return PrepareOutcome(manifest, run_info)
+    outcomes = {}
+    for _, target_config, directory in targets:
+        if not storage.exists(storage.join(directory, MANIFEST)):
+            raise MeapDataError(f"the pipeline finished but wrote no manifest to {directory!r}")
+        manifest = json.loads(storage.read_bytes(storage.join(directory, MANIFEST)))
+        seconds = finished - pipeline_started
+        run_info = {
+            "seconds_total": round(finished - started, 3),
+            "seconds_pipeline": round(seconds, 3),
+            # For rust, each split's own tokens over the one shared pipeline's time.
+            "tokens_per_second": round(manifest["counts"]["tokens"] / max(seconds, 1e-9), 1),
+            "input_bytes": input_bytes,
+            "beam_args": beam_args or [],
+            "host": platform.node(),
+            "python": sys.version.split()[0],
+            "cpu_count": os.cpu_count(),
+        }
+        storage.write_bytes_atomic(storage.join(directory, RUN_INFO), dumps(run_info))
+        outcomes[target_config.split] = PrepareOutcome(manifest, run_info)
+    if config.kind != "rust":
+        return outcomes[config.split]
+    return PrepareOutcome(outcomes["train"].manifest, outcomes["train"].run_info, splits=outcomes)
 
 
 def format_summary(manifest: dict, run_info: dict) -> str:

@@ -45,6 +45,8 @@ class UnitResult:
     masked_tokens: int = 0
     files: dict = field(default_factory=dict)
     rejected_file: dict | None = None
+    # --kind rust: records per primary error code in this unit (the manifest's "codes").
+    codes: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -90,6 +92,15 @@ def prefetch(items: Iterator, depth: int) -> Iterator:
     finally:
         stop.set()
         thread.join(timeout=5)
+
+
+def make_processor(config: PrepareConfig, tokenizer: TokenizerInfo, output_dir: str, total_units: int) -> "UnitProcessor":
+    """The unit processor for ``config.kind``: text documents, or Rust transcript records."""
+    if config.kind == "rust":
+        from .rust.shards import TranscriptUnitProcessor
+
+        return TranscriptUnitProcessor(config, tokenizer, output_dir, total_units)
+    return UnitProcessor(config, tokenizer, output_dir, total_units)
 
 
 def rejected_name(index: int) -> str:
@@ -160,15 +171,7 @@ class UnitProcessor:
         except BaseException:
             writer.abort()
             raise
-        for r in rejected:
-            result.rejected[r.reason] = result.rejected.get(r.reason, 0) + 1
-        if rejected:
-            rel = rejected_name(unit.index)
-            body = "".join(json.dumps(r.to_json(), sort_keys=True, ensure_ascii=False) + "\n" for r in rejected)
-            data = body.encode("utf-8")
-            sha = storage.write_bytes_atomic(storage.join(self.output_dir, rel), data)
-            result.rejected_file = {"path": rel, "bytes": len(data), "sha256": sha, "records": len(rejected)}
-        result.rejected = dict(sorted(result.rejected.items()))
+        self._write_rejected(result, rejected)
         elapsed = time.perf_counter() - started
         log.info(
             "shard %d/%d: %d documents (%d rejected), %d samples, %.2f M tokens in %.1f s",
@@ -176,6 +179,18 @@ class UnitProcessor:
             result.samples, result.tokens / 1e6, elapsed,
         )
         return result
+
+    def _write_rejected(self, result: UnitResult, rejected: list[Rejected]) -> None:
+        """Count ``rejected`` by reason into ``result`` and write the unit's dead letters."""
+        for r in rejected:
+            result.rejected[r.reason] = result.rejected.get(r.reason, 0) + 1
+        if rejected:
+            rel = rejected_name(result.index)
+            body = "".join(json.dumps(r.to_json(), sort_keys=True, ensure_ascii=False) + "\n" for r in rejected)
+            data = body.encode("utf-8")
+            sha = storage.write_bytes_atomic(storage.join(self.output_dir, rel), data)
+            result.rejected_file = {"path": rel, "bytes": len(data), "sha256": sha, "records": len(rejected)}
+        result.rejected = dict(sorted(result.rejected.items()))
 
     def _write_ready(self, packer: Packer, result: UnitResult, writer: ShardWriter) -> None:
         packed = packer.drain()
