@@ -315,7 +315,8 @@ def test_fields_describe_the_packed_documents(padded_ds, padded_ref):
     padded_rows = 0
     for batch in loader:
         for f in ("input_ids", "labels", "position_ids", "doc_ids", "attention_mask"):
-            assert batch[f].shape == (6, SEQ) and batch[f].dtype == np.int64
+            assert batch[f].shape == (6, SEQ)
+            assert batch[f].dtype == (np.int64 if f in ("input_ids", "labels") else np.int32)
         flat_starts = []
         for i, key in enumerate(batch["keys"]):
             j = idx[key]
@@ -347,11 +348,17 @@ def test_torch_batches_are_fixed_shape_int64_tensors(packed_ds):
     ds = ShardIterableDataset(packed_ds, 4, seed=0)
     batch = next(iter(ds))
     assert set(batch) == {"input_ids", "labels", "position_ids"}
-    for t in batch.values():
-        assert isinstance(t, torch.Tensor) and t.dtype == torch.int64 and t.shape == (4, SEQ)
-    small = next(iter(ShardIterableDataset(packed_ds, 4, seed=0, dtype="int32")))
-    assert small["input_ids"].dtype == torch.int32
-    assert torch.equal(small["input_ids"].long(), batch["input_ids"])
+    for name, t in batch.items():
+        assert isinstance(t, torch.Tensor) and t.shape == (4, SEQ)
+    # Token ids and labels as torch losses want them; positions as rotary/flash-attn take them.
+    assert batch["input_ids"].dtype == batch["labels"].dtype == torch.int64
+    assert batch["position_ids"].dtype == torch.int32
+    wide = next(iter(ShardIterableDataset(packed_ds, 4, seed=0, dtype="int32", index_dtype="int64")))
+    assert wide["input_ids"].dtype == torch.int32 and wide["position_ids"].dtype == torch.int64
+    assert torch.equal(wide["input_ids"].long(), batch["input_ids"])
+    assert torch.equal(wide["position_ids"], batch["position_ids"].long())
+    with pytest.raises(MeapDataError, match="int32 or int64"):
+        ShardLoader(packed_ds, 4, dtype="float32")
 
 
 def test_pin_memory(packed_ds):

@@ -22,17 +22,6 @@ from ..shards import SAMPLE_SCHEMA
 from .rows import Rows, hex16_words, key_words
 
 
-def _elem(array_address: int, base: int, itemsize: int, what: str) -> int:
-    delta = array_address - base
-    if delta % itemsize:
-        raise MeapDataError(f"{what}: buffer not aligned to {itemsize} bytes; the shard is corrupt")
-    return delta // itemsize
-
-
-def _address(np_array: np.ndarray) -> int:
-    return np_array.__array_interface__["data"][0]
-
-
 class ArrowShard:
     """One memory-mapped Arrow shard: row gathers by local row index."""
 
@@ -64,33 +53,26 @@ class ArrowShard:
         self.bytes = np.frombuffer(whole, dtype=np.uint8)
         # A read-only (words - L + 1, L) view: row i = words[i : i + L]; no copy.
         self.rows = np.lib.stride_tricks.sliding_window_view(self.words, seq_len) if len(self.words) >= seq_len else None
+        # Per record batch, the file offsets of its buffers. Arrays read from an IPC
+        # stream are never sliced (array offsets are 0), so the raw buffers are exact.
         base = whole.address
-        row0, ids, labels, doc_offs, doc_vals, lens, key_offs, key_data = ([] for _ in range(8))
-        start = 0
+        rows_per_batch, addresses = [], []
         for batch in table.to_batches():
-            row0.append(start)
-            start += batch.num_rows
-            for out, column in ((ids, "input_ids"), (labels, "labels")):
-                col = batch.column(column)
-                values = col.values.to_numpy(zero_copy_only=True)
-                first = int(col.offsets[0].as_py())
-                out.append(_elem(_address(values), base, 4, name) + first)
-            docs = batch.column("doc_offsets")
-            doc_offs.append(_elem(_address(docs.offsets.to_numpy(zero_copy_only=True)), base, 4, name))
-            doc_vals.append(_elem(_address(docs.values.to_numpy(zero_copy_only=True)), base, 4, name))
-            lens.append(_elem(_address(batch.column("length").to_numpy(zero_copy_only=True)), base, 4, name))
-            keys = batch.column("key")
-            _, offsets_buf, data_buf = keys.buffers()
-            key_offs.append(_elem(offsets_buf.address, base, 4, name) + keys.offset)
-            key_data.append(data_buf.address - base)
-        self.row0 = np.array(row0 + [start], dtype=np.int64)
-        self.ids = np.array(ids, dtype=np.int64)
-        self.labels = np.array(labels, dtype=np.int64)
-        self.doc_offs = np.array(doc_offs, dtype=np.int64)
-        self.doc_vals = np.array(doc_vals, dtype=np.int64)
-        self.lens = np.array(lens, dtype=np.int64)
-        self.key_offs = np.array(key_offs, dtype=np.int64)
-        self.key_data = np.array(key_data, dtype=np.int64)
+            key, ids, labels, docs, _, length = batch.columns
+            kb, ib, lb, db, nb = key.buffers(), ids.buffers(), labels.buffers(), docs.buffers(), length.buffers()
+            rows_per_batch.append(batch.num_rows)
+            addresses.append((ib[1].address, ib[3].address, lb[1].address, lb[3].address, db[1].address,
+                              db[3].address, nb[1].address, kb[1].address, kb[2].address))
+        at = np.array(addresses, dtype=np.int64).reshape(-1, 9) - base
+        if (at[:, :8] % 4).any():
+            raise MeapDataError(f"shard {name}: buffers not aligned to 4 bytes; the shard is corrupt")
+        words_at = at // 4
+        self.row0 = np.concatenate([[0], np.cumsum(rows_per_batch)]).astype(np.int64)
+        # A row's tokens start at values + offsets[row]; rows are seq_len apart (checked above).
+        self.ids = words_at[:, 1] + self.words[words_at[:, 0]]
+        self.labels = words_at[:, 3] + self.words[words_at[:, 2]]
+        self.doc_offs, self.doc_vals, self.lens = words_at[:, 4], words_at[:, 5], words_at[:, 6]
+        self.key_offs, self.key_data = words_at[:, 7], at[:, 8]
 
     def gather(self, local: np.ndarray, slots: np.ndarray, out: Rows, want_keys: bool,
                doc_lists: list, key_list: list | None, want_inputs: bool = True, want_words: bool = True) -> None:

@@ -30,7 +30,7 @@ from ..errors import MeapDataError
 from ..manifest import read_manifest
 from ..masking import apply_meap_mask
 from .arrow_source import ArrowSource
-from .order import REMAINDER_POLICIES, EpochOrder, batch_positions, batches_per_epoch, dataset_segments
+from .order import REMAINDER_POLICIES, EpochOrder, batches_per_epoch, dataset_segments
 from .rows import BufferPool, Rows, key_words
 from .webdataset_source import WebDatasetSource
 
@@ -45,6 +45,7 @@ DEFAULT_WEBDATASET_WINDOW = 4
 # Samples read and processed together (then cut into batches): amortises per-call
 # overhead of the gather and of per-epoch masking.
 DEFAULT_ROWS_PER_READ = 256
+_GROUPS_PER_INDEX_BLOCK = 16
 
 
 def check_dataset_files(directory: str, manifest: dict, fmt: str) -> None:
@@ -93,8 +94,12 @@ class ShardLoader:
     pipeline's. ``verify_checksums``: check each shard's sha256 before using it (reads
     every shard in full once per process). ``fields``: the batch entries, from
     :data:`ALL_FIELDS`. ``sample_range``: ``(start, stop)`` global sample indices to use
-    (e.g. to hold out the last samples for evaluation). ``dtype``: numpy dtype of the
-    token arrays (``int64``, what ``torch`` losses and embeddings expect, or ``int32``).
+    (e.g. to hold out the last samples for evaluation). ``dtype``: numpy dtype of
+    ``input_ids`` and ``labels`` (``int64``, what ``torch`` losses need, or ``int32`` to
+    halve host memory traffic and cast on the device). ``index_dtype``: dtype of
+    ``position_ids``, ``doc_ids``, ``attention_mask`` and ``lengths`` (``int32``: what
+    flash-attn and rotary embeddings take; ``int64`` if a model insists).
+    ``rows_per_read``: samples gathered and processed together (Arrow).
 
     Iterating yields the rest of the current epoch from the current state, then moves
     the state to the next epoch. ``state_dict`` is exact when this object is what
@@ -123,6 +128,7 @@ class ShardLoader:
         fields: tuple[str, ...] = DEFAULT_FIELDS,
         sample_range: tuple[int, int] | None = None,
         dtype: str = "int64",
+        index_dtype: str = "int32",
         rows_per_read: int = DEFAULT_ROWS_PER_READ,
     ):
         if format not in FORMATS:
@@ -167,6 +173,10 @@ class ShardLoader:
         self.verify_checksums = bool(verify_checksums)
         self.fields = tuple(fields)
         self.dtype = np.dtype(dtype)
+        self.index_dtype = np.dtype(index_dtype)
+        for name, value in (("dtype", self.dtype), ("index_dtype", self.index_dtype)):
+            if value not in (np.dtype(np.int32), np.dtype(np.int64)):
+                raise MeapDataError(f"{name} must be int32 or int64, got {value}")
         total = int(manifest["counts"]["samples"])
         lo, hi = sample_range if sample_range is not None else (0, total)
         if not 0 <= lo < hi <= total:
@@ -290,9 +300,6 @@ class ShardLoader:
         n = batches_per_epoch(self.samples, start, self.global_batch, self.remainder)
         return list(range(self.worker_id, n, self.num_workers))
 
-    def _positions(self, start: int, batch: int) -> np.ndarray:
-        return batch_positions(start, batch, self.rank, self.batch_size, self.world_size)
-
     # ------------------------------------------------------------------ iteration
 
     def __getstate__(self):
@@ -321,31 +328,43 @@ class ShardLoader:
             # One batch at a time, so at most the windows that one batch touches are
             # held (the decode dominates the cost there, not per-call overhead).
             per_read = 1
-        for g in range(0, len(mine), per_read):
-            group = mine[g : g + per_read]
-            positions = np.concatenate([self._positions(start, j) for j in group])
-            batches = self._make_batches(self._fetch(order, positions, reader), epoch, len(group))
-            for k in range(len(group)):
-                batch = batches[k]
-                batches[k] = None  # the consumer's reference is then the only one
-                if accounting:
-                    if group[k] + 1 >= total_batches:
-                        self._epoch, self._position = epoch + 1, 0
-                    else:
-                        self._epoch, self._position = epoch, start + (group[k] + 1) * self.global_batch
-                yield batch
-                del batch
+        B = self.batch_size
+        # Positions -> sample indices for many groups in one call: the Feistel network's
+        # cost is mostly per call, not per element.
+        block_batches = per_read * _GROUPS_PER_INDEX_BLOCK
+        for b0 in range(0, len(mine), block_batches):
+            block = np.asarray(mine[b0 : b0 + block_batches], dtype=np.int64)
+            block_pos = (start + (block * self.world_size + self.rank) * B)[:, None] + np.arange(B, dtype=np.int64)
+            block_idx = order.indices(block_pos.reshape(-1) % order.total) if reader is None else None
+            for g in range(0, len(block), per_read):
+                group = block[g : g + per_read].tolist()
+                positions = block_pos[g : g + per_read].reshape(-1)
+                indices = None if block_idx is None else block_idx[g * B : (g + len(group)) * B]
+                batches = self._make_batches(self._fetch(order, positions, reader, indices), epoch, len(group))
+                for k in range(len(group)):
+                    batch = batches[k]
+                    batches[k] = None  # the consumer's reference is then the only one
+                    if accounting:
+                        if group[k] + 1 >= total_batches:
+                            self._epoch, self._position = epoch + 1, 0
+                        else:
+                            self._epoch, self._position = epoch, start + (group[k] + 1) * self.global_batch
+                    yield batch
+                    del batch
         if self._epoch == epoch:
             self._epoch, self._position = epoch + 1, 0
 
-    def _fetch(self, order: EpochOrder, positions: np.ndarray, reader: "_WindowReader | None") -> Rows:
+    def _fetch(self, order: EpochOrder, positions: np.ndarray, reader: "_WindowReader | None",
+               indices: np.ndarray | None = None) -> Rows:
         n, L = len(positions), self.seq_len
         pool = self._pool
         inputs = pool.get("input_ids", (n, L), self.dtype) if self.masks == "static" else None
         labels = pool.get("labels", (n, L), self.dtype if self.masks == "static" else np.int32)
         if reader is not None:
             return reader.fetch(order, positions, inputs, labels)
-        return self._get_source().fetch(order.indices(positions % order.total), inputs, labels, want_keys="keys" in self.fields,
+        if indices is None:
+            indices = order.indices(positions % order.total)
+        return self._get_source().fetch(indices, inputs, labels, want_keys="keys" in self.fields,
                                         want_words=self.masks == "per_epoch")
 
     @property
@@ -365,6 +384,7 @@ class ShardLoader:
         """Cut ``rows`` (``count`` batches' worth) into batch dicts of numpy arrays."""
         L, B, n = self.seq_len, self.batch_size, len(rows)
         dt = self.dtype
+        it = self.index_dtype
         fields = self.fields
         labels = rows.labels
         if self.masks == "per_epoch":
@@ -392,7 +412,7 @@ class ShardLoader:
         piece_len = np.diff(np.append(starts, n * L))
         full = {"input_ids": inputs, "labels": labels}
         if "position_ids" in fields:
-            pos = self._pool.get("position_ids", (n, L), dt)
+            pos = self._pool.get("position_ids", (n, L), it)
             # Position = column - start of the token's piece in its row; the column
             # comes from one broadcast row (stays in cache), the piece starts from an
             # int32 repeat: the least memory traffic found for this step.
@@ -400,13 +420,13 @@ class ShardLoader:
             np.subtract(self._arange(L)[None, :], piece_start, out=pos, casting="unsafe")
             full["position_ids"] = pos
         if "doc_ids" in fields:
-            doc = self._pool.get("doc_ids", (n, L), dt)
+            doc = self._pool.get("doc_ids", (n, L), it)
             np.copyto(doc.reshape(-1), np.repeat(doc_index.astype(np.int32), piece_len), casting="unsafe")
             full["doc_ids"] = doc
         if "attention_mask" in fields:
-            full["attention_mask"] = (np.arange(L)[None, :] < rows.lengths[:, None]).astype(dt)
+            full["attention_mask"] = (np.arange(L)[None, :] < rows.lengths[:, None]).astype(it)
         if "lengths" in fields:
-            full["lengths"] = rows.lengths.astype(dt)
+            full["lengths"] = rows.lengths.astype(it)
         array_fields = [f for f in fields if f in full]
         want_cu = "cu_seqlens" in fields or "max_seqlen" in fields
         out = []

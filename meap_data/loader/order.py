@@ -172,11 +172,3 @@ def batches_per_epoch(total: int, start: int, global_batch: int, remainder: str)
     if remainder == "drop":
         return left // global_batch
     return -(-left // global_batch)
-
-
-def batch_positions(start: int, batch: int, rank: int, batch_size: int, world_size: int) -> np.ndarray:
-    """Positions of the ``batch``-th batch (from ``start``) of ``rank``. Positions at or
-    past the epoch's sample count (only with ``wrap``) stand for that position modulo the
-    count: the epoch's first samples again."""
-    first = start + (batch * world_size + rank) * batch_size
-    return np.arange(first, first + batch_size, dtype=np.int64)

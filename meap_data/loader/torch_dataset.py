@@ -7,6 +7,7 @@ from __future__ import annotations
 import warnings
 from typing import Iterator
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, IterableDataset, get_worker_info
 
@@ -24,11 +25,11 @@ def to_torch(batch: dict, pin_memory: bool = False) -> dict:
     """numpy arrays of a batch as tensors (zero copy), optionally in pinned memory."""
     out = {}
     for name, value in batch.items():
-        if hasattr(value, "dtype") and hasattr(value, "shape"):
-            t = torch.from_numpy(value)
-            out[name] = t.pin_memory() if pin_memory else t
-        else:
-            out[name] = value
+        if type(value) is np.ndarray:
+            value = torch.from_numpy(value)
+            if pin_memory:
+                value = value.pin_memory()
+        out[name] = value
     return out
 
 

@@ -50,13 +50,14 @@ def warm_page_cache(directory: str) -> None:
 
 def timed(batches, seconds: float, min_batches: int = 20) -> tuple[float, int]:
     """Tokens per second over ``batches`` (an iterator of dicts or tuples of tensors),
-    stopping after ``seconds`` (and at least ``min_batches``) or at its end."""
+    stopping after ``seconds`` (and at least ``min_batches``)."""
     tokens = 0
     n = 0
     start = time.perf_counter()
     for batch in batches:
         ids = batch["input_ids"] if isinstance(batch, dict) else batch[0]
         assert isinstance(ids, torch.Tensor) and ids.shape == (BATCH, SEQ_LEN), (type(ids), getattr(ids, "shape", None))
+        assert ids.dtype in (torch.int64, torch.int32)
         tokens += ids.numel()
         n += 1
         if n >= min_batches and time.perf_counter() - start > seconds:
@@ -65,26 +66,39 @@ def timed(batches, seconds: float, min_batches: int = 20) -> tuple[float, int]:
     return tokens / elapsed, n
 
 
-def epochs(make, count: int = 1000):
-    """Iterate ``make()`` again and again (new epochs) until the consumer stops."""
-    for _ in range(count):
+def forever(make):
+    """Iterate ``make()`` again and again (one call per epoch)."""
+    while True:
         yield from make()
 
 
-def ours(directory: str, fmt: str, seconds: float, **kw) -> tuple[float, int]:
+def ours(directory: str, fmt: str, **kw):
     ds = ShardIterableDataset(directory, BATCH, format=fmt, seed=1, **kw)
-    return timed(epochs(lambda: iter(ds)), seconds)
+    return forever(lambda: iter(ds))
 
 
-def hf_datasets(directory: str, seconds: float) -> tuple[float, int]:
+def hf_datasets_iter(directory: str):
+    """The fastest shuffled path in datasets: an indices mapping + .iter(batch_size)."""
     import datasets
 
     ds = datasets.load_from_disk(os.path.join(directory, "arrow"))
     ds = ds.shuffle(seed=1).with_format("torch", columns=["input_ids", "labels"])
-    return timed(epochs(lambda: ds.iter(batch_size=BATCH, drop_last_batch=True)), seconds)
+    return forever(lambda: ds.iter(batch_size=BATCH, drop_last_batch=True))
 
 
-def webdataset_lib(directory: str, seconds: float) -> tuple[float, int]:
+def hf_datasets_dataloader(directory: str):
+    """What transformers' Trainer does: a DataLoader with a RandomSampler over the
+    dataset (per-row reads, then collation)."""
+    import datasets
+    from torch.utils.data import DataLoader
+
+    ds = datasets.load_from_disk(os.path.join(directory, "arrow")).with_format("torch", columns=["input_ids", "labels"])
+    g = torch.Generator().manual_seed(1)
+    loader = DataLoader(ds, batch_size=BATCH, shuffle=True, generator=g, drop_last=True)
+    return forever(lambda: iter(loader))
+
+
+def webdataset_lib(directory: str):
     import webdataset as wds
 
     urls = sorted(glob.glob(os.path.join(directory, "webdataset", "*.tar")))
@@ -100,7 +114,7 @@ def webdataset_lib(directory: str, seconds: float) -> tuple[float, int]:
         for ids, labels in pipe:
             yield torch.from_numpy(np.asarray(ids)).long(), torch.from_numpy(np.asarray(labels)).long()
 
-    return timed(epochs(make), seconds)
+    return forever(make)
 
 
 def resume_latency(directory: str, position: int) -> dict:
@@ -128,7 +142,8 @@ def main(argv=None) -> int:
     p = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     p.add_argument("--samples", type=int, default=10000, help="samples of 2048 tokens (default 10000, ~330 MB of shards)")
     p.add_argument("--shards", type=int, default=8)
-    p.add_argument("--seconds", type=float, default=3.0, help="measuring time per path")
+    p.add_argument("--seconds", type=float, default=2.0, help="measuring time per path and round")
+    p.add_argument("--rounds", type=int, default=3, help="interleaved rounds; the best per path counts")
     p.add_argument("--data", default=None, help="an existing dataset with seq_len 2048 (default: build a synthetic one)")
     p.add_argument("--resume-samples", type=int, default=1_000_000)
     p.add_argument("--workdir", default=None, help="where to build datasets (default: a temporary directory)")
@@ -142,19 +157,33 @@ def main(argv=None) -> int:
         build_synthetic(data, args.samples, SEQ_LEN, args.shards)
         print(f"built {args.samples} x {SEQ_LEN} synthetic samples in {args.shards} shards in {time.perf_counter() - t:.1f} s: {data}")
     warm_page_cache(data)
-    print(f"\ntokens/s delivered as torch batches ({BATCH} x {SEQ_LEN}, shuffled, one process, {args.seconds:.0f} s each)")
-    results = {}
-    results["HF datasets (baseline)"] = hf_datasets(data, args.seconds)
-    results["ours, Arrow"] = ours(data, "arrow", args.seconds)
-    results["ours, Arrow, input_ids+labels only"] = ours(data, "arrow", args.seconds, fields=("input_ids", "labels"))
-    results["ours, Arrow, masks=per_epoch"] = ours(data, "arrow", args.seconds, masks="per_epoch")
-    results["ours, WebDataset"] = ours(data, "webdataset", args.seconds)
-    results["webdataset library"] = webdataset_lib(data, args.seconds)
-    base = results["HF datasets (baseline)"][0]
-    for name, (rate, n) in results.items():
-        print(f"  {name:38s} {rate / 1e6:9.1f} M tokens/s  {rate / base:6.2f}x datasets  ({n} batches)")
-    ratio = results["ours, Arrow"][0] / base
-    print(f"  target: ours, Arrow >= 5x datasets: {'met' if ratio >= 5 else 'NOT met'} ({ratio:.1f}x)")
+    print(f"\ntokens/s delivered as torch batches ({BATCH} x {SEQ_LEN}, shuffled, one process; best of "
+          f"{args.rounds} interleaved rounds of {args.seconds:g} s per path)")
+    paths = {
+        "HF datasets .shuffle().iter() (baseline)": hf_datasets_iter(data),
+        "HF datasets + DataLoader(shuffle=True)": hf_datasets_dataloader(data),
+        "ours, Arrow (default fields)": ours(data, "arrow"),
+        "ours, Arrow, input_ids+labels": ours(data, "arrow", fields=("input_ids", "labels")),
+        "ours, Arrow, int32": ours(data, "arrow", dtype="int32"),
+        "ours, Arrow, masks=per_epoch": ours(data, "arrow", masks="per_epoch"),
+        "ours, WebDataset (default fields)": ours(data, "webdataset"),
+        "webdataset library": webdataset_lib(data),
+    }
+    for gen in paths.values():  # start-up (opening files, first epoch set-up) is not measured
+        for _ in range(3):
+            next(gen)
+    best: dict[str, tuple[float, int]] = {}
+    for _ in range(args.rounds):
+        for name, gen in paths.items():
+            rate, n = timed(gen, args.seconds)
+            if rate > best.get(name, (0, 0))[0]:
+                best[name] = (rate, n)
+    base = best["HF datasets .shuffle().iter() (baseline)"][0]
+    for name, (rate, n) in best.items():
+        print(f"  {name:42s} {rate / 1e6:9.1f} M tokens/s  {rate / base:6.2f}x baseline")
+    for name in ("ours, Arrow (default fields)", "ours, Arrow, input_ids+labels"):
+        ratio = best[name][0] / base
+        print(f"  target {name} >= 5x datasets: {'met' if ratio >= 5 else 'NOT met'} ({ratio:.1f}x)")
 
     resume_dir = os.path.join(work, f"resume{args.resume_samples}")
     if not os.path.exists(os.path.join(resume_dir, "manifest.json")):
