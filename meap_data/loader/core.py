@@ -329,28 +329,32 @@ class ShardLoader:
             # held (the decode dominates the cost there, not per-call overhead).
             per_read = 1
         B = self.batch_size
-        # Positions -> sample indices for many groups in one call: the Feistel network's
-        # cost is mostly per call, not per element.
-        block_batches = per_read * _GROUPS_PER_INDEX_BLOCK
-        for b0 in range(0, len(mine), block_batches):
-            block = np.asarray(mine[b0 : b0 + block_batches], dtype=np.int64)
-            block_pos = (start + (block * self.world_size + self.rank) * B)[:, None] + np.arange(B, dtype=np.int64)
-            block_idx = order.indices(block_pos.reshape(-1) % order.total) if reader is None else None
-            for g in range(0, len(block), per_read):
-                group = block[g : g + per_read].tolist()
-                positions = block_pos[g : g + per_read].reshape(-1)
-                indices = None if block_idx is None else block_idx[g * B : (g + len(group)) * B]
-                batches = self._make_batches(self._fetch(order, positions, reader, indices), epoch, len(group))
-                for k in range(len(group)):
-                    batch = batches[k]
-                    batches[k] = None  # the consumer's reference is then the only one
-                    if accounting:
-                        if group[k] + 1 >= total_batches:
-                            self._epoch, self._position = epoch + 1, 0
-                        else:
-                            self._epoch, self._position = epoch, start + (group[k] + 1) * self.global_batch
-                    yield batch
-                    del batch
+        mine = np.asarray(mine, dtype=np.int64)
+        block_lo = block_hi = 0
+        block_pos = block_idx = None
+        for g0, size in _ramped_groups(len(mine), per_read):
+            if g0 + size > block_hi:
+                # Positions -> sample indices for many groups in one call: the Feistel
+                # network's cost is mostly per call, not per element.
+                block_lo, block_hi = g0, min(len(mine), g0 + max(size, per_read * _GROUPS_PER_INDEX_BLOCK))
+                block = mine[block_lo:block_hi]
+                block_pos = (start + (block * self.world_size + self.rank) * B)[:, None] + np.arange(B, dtype=np.int64)
+                block_idx = order.indices(block_pos.reshape(-1) % order.total) if reader is None else None
+            lo = g0 - block_lo
+            group = mine[g0 : g0 + size].tolist()
+            positions = block_pos[lo : lo + size].reshape(-1)
+            indices = None if block_idx is None else block_idx[lo * B : (lo + size) * B]
+            batches = self._make_batches(self._fetch(order, positions, reader, indices), epoch, len(group))
+            for k in range(len(group)):
+                batch = batches[k]
+                batches[k] = None  # the consumer's reference is then the only one
+                if accounting:
+                    if group[k] + 1 >= total_batches:
+                        self._epoch, self._position = epoch + 1, 0
+                    else:
+                        self._epoch, self._position = epoch, start + (group[k] + 1) * self.global_batch
+                yield batch
+                del batch
         if self._epoch == epoch:
             self._epoch, self._position = epoch + 1, 0
 
@@ -358,8 +362,8 @@ class ShardLoader:
                indices: np.ndarray | None = None) -> Rows:
         n, L = len(positions), self.seq_len
         pool = self._pool
-        inputs = pool.get("input_ids", (n, L), self.dtype) if self.masks == "static" else None
-        labels = pool.get("labels", (n, L), self.dtype if self.masks == "static" else np.int32)
+        inputs = pool.get("input_ids", n, L, self.dtype) if self.masks == "static" else None
+        labels = pool.get("labels", n, L, self.dtype if self.masks == "static" else np.int32)
         if reader is not None:
             return reader.fetch(order, positions, inputs, labels)
         if indices is None:
@@ -371,7 +375,7 @@ class ShardLoader:
     def _pool(self) -> BufferPool:
         pool = self.__dict__.get("_buffers")
         if pool is None:
-            pool = self._buffers = BufferPool()
+            pool = self._buffers = BufferPool(max(self.batch_size, self.rows_per_read // self.batch_size * self.batch_size))
         return pool
 
     def _arange(self, size: int) -> np.ndarray:
@@ -412,7 +416,7 @@ class ShardLoader:
         piece_len = np.diff(np.append(starts, n * L))
         full = {"input_ids": inputs, "labels": labels}
         if "position_ids" in fields:
-            pos = self._pool.get("position_ids", (n, L), it)
+            pos = self._pool.get("position_ids", n, L, it)
             # Position = column - start of the token's piece in its row; the column
             # comes from one broadcast row (stays in cache), the piece starts from an
             # int32 repeat: the least memory traffic found for this step.
@@ -420,7 +424,7 @@ class ShardLoader:
             np.subtract(self._arange(L)[None, :], piece_start, out=pos, casting="unsafe")
             full["position_ids"] = pos
         if "doc_ids" in fields:
-            doc = self._pool.get("doc_ids", (n, L), it)
+            doc = self._pool.get("doc_ids", n, L, it)
             np.copyto(doc.reshape(-1), np.repeat(doc_index.astype(np.int32), piece_len), casting="unsafe")
             full["doc_ids"] = doc
         if "attention_mask" in fields:
@@ -444,6 +448,18 @@ class ShardLoader:
                 batch["keys"] = list(rows.keys[a:b])
             out.append(batch)
         return out
+
+
+def _ramped_groups(count: int, largest: int) -> Iterator[tuple[int, int]]:
+    """``(first, size)`` groups covering ``range(count)``: sizes 1, 2, 4, ... up to
+    ``largest``, so the first batch of a pass (or of a resume) comes after reading one
+    batch's rows, not a whole group's."""
+    first, size = 0, 1
+    while first < count:
+        take = min(size, largest, count - first)
+        yield first, take
+        first += take
+        size *= 2
 
 
 class _WindowReader:

@@ -69,30 +69,33 @@ class BufferPool:
     costs more than filling them; reusing them keeps the loader at memory speed. An array
     is handed out again only when its reference count shows that no batch, view or
     tensor (``torch.from_numpy`` keeps a reference) still uses it, so a consumer that
-    keeps batches never sees them overwritten. At most ``keep`` arrays per shape and
-    dtype are retained. Disabled where reference counts cannot tell (other Python VMs).
+    keeps batches never sees them overwritten. Arrays are allocated with ``rows``
+    (at least) rows and handed out as leading slices, so one shape serves every group
+    size; at most ``keep`` arrays per name are retained. Disabled where reference
+    counts cannot tell (other Python VMs).
     """
 
-    def __init__(self, keep: int = 4):
+    def __init__(self, rows: int, keep: int = 3):
         import sys
 
         self._getrefcount = sys.getrefcount
+        self.rows = rows
         self.keep = keep
         self.enabled = _refcount_probe()
         self._arrays: dict[tuple, list[np.ndarray]] = {}
 
-    def get(self, name: str, shape: tuple, dtype) -> np.ndarray:
-        """An uninitialised array of ``shape`` and ``dtype`` that nobody else holds;
+    def get(self, name: str, rows: int, width: int, dtype) -> np.ndarray:
+        """An uninitialised (rows, width) array of ``dtype`` that nobody else holds;
         ``name`` keeps separate pools for arrays that are in use at the same time."""
         dtype = np.dtype(dtype)
-        if not self.enabled:
-            return np.empty(shape, dtype)
-        arrays = self._arrays.setdefault((name, tuple(shape), dtype.str), [])
+        if not self.enabled or rows > self.rows:
+            return np.empty((rows, width), dtype)
+        arrays = self._arrays.setdefault((name, width, dtype.str), [])
         for i in range(len(arrays)):
             # 2 = the list's reference + getrefcount's argument: nobody else holds it.
             if self._getrefcount(arrays[i]) == 2:
-                return arrays[i]
-        fresh = np.empty(shape, dtype)
+                return arrays[i][:rows]
+        fresh = np.empty((self.rows, width), dtype)
         if len(arrays) < self.keep:
             arrays.append(fresh)
-        return fresh
+        return fresh[:rows]
