@@ -30,8 +30,9 @@ def _add_prepare(sub) -> None:
     p.add_argument("--text-field", default="text", help="field holding the text in JSON/Parquet/datasets rows (default: text)")
     p.add_argument("--seq-len", type=int, default=2048, help="tokens per sample (default: 2048)")
     p.add_argument("--mask-ratio", type=float, default=None,
-                   help="fraction of positions masked per sample, 0 for none (default: 0.15 for text; "
-                   "0.1 for rust, the MEAP-SFT share of answer tokens masked in the masked copy)")
+                   help="fraction of positions masked per sample, 0 for none (default: 0.15 for text and "
+                   "--task transcript; 0.1 for --task repair/diagnose, the MEAP-SFT share of answer "
+                   "tokens masked in the masked copy)")
     p.add_argument("--seed", type=int, default=0, help="masking seed (default: 0)")
     p.add_argument("--format", default="arrow,webdataset", help="comma list of arrow,webdataset (default: both)")
     p.add_argument("--no-pack", action="store_true", help="one document per sample (long ones split, short ones padded)")

@@ -27,9 +27,9 @@ class PrepareConfig:
     part of it: they must not change the bytes written.
 
     ``seq_len``: tokens per sample. ``mask_ratio``: fraction of positions masked per
-    sample (0 disables masking); None means the kind's default, 0.15 for text (MEAP
-    pre-training) and 0.1 for rust (MEAP-SFT: the fraction of *answer* tokens masked in
-    the masked copy; the transcript task packs text and uses it like text does).
+    sample (0 disables masking); None means the kind's default: 0.15 for text and the
+    rust transcript task (MEAP pre-training), 0.1 for the rust repair and diagnose tasks
+    (MEAP-SFT: the fraction of *answer* tokens masked in the masked copy).
     ``input_bytes_per_shard``: input bytes grouped into one output shard (a shard holds
     about a quarter as many tokens for English text).
 
@@ -62,7 +62,8 @@ class PrepareConfig:
     def __post_init__(self):
         # Frozen dataclass: resolve kind-dependent defaults once, so to_json is explicit.
         if self.mask_ratio is None:
-            object.__setattr__(self, "mask_ratio", RUST_MASK_RATIO if self.kind == "rust" else TEXT_MASK_RATIO)
+            sft = self.kind == "rust" and self.task != "transcript"
+            object.__setattr__(self, "mask_ratio", RUST_MASK_RATIO if sft else TEXT_MASK_RATIO)
         if self.eval_fraction is None:
             object.__setattr__(self, "eval_fraction", 0.0 if self.eval_codes else RUST_EVAL_FRACTION)
         # Canonical order and spelling, so "--eval-codes e0382,E0308" and

@@ -137,6 +137,11 @@ class ShardWriter:
         if "arrow" in self.formats:
             while self._pending_rows:
                 self._flush_arrow(ARROW_BATCH_ROWS)
+            if self.samples == 0:
+                # A stream with no batch at all makes datasets.Dataset.from_file fail
+                # ("cannot construct ChunkedArray from empty vector"); one empty batch
+                # reads as 0 rows. Units can be empty (all rejected, an empty eval split).
+                self._arrow.write_batch(pa.RecordBatch.from_pylist([], schema=SAMPLE_SCHEMA))
             self._arrow.close()
         if "webdataset" in self.formats:
             self._tar.close()

@@ -1,0 +1,270 @@
+"""``prepare --kind rust``: a real error-index corpus to train/eval datasets.
+
+Builds 40 error-index examples with the local toolchain (skipped, with the reason, when
+rustc or its docs are missing), adds a file of bad records, and checks the datasets the
+loader reads: prompt labels, MEAP-SFT masked copies, counts, the split by primary code,
+and byte-identical reruns.
+"""
+
+from __future__ import annotations
+
+import glob
+import json
+import os
+import subprocess
+import sys
+
+import numpy as np
+import pytest
+
+from meap_data.cli import main
+from meap_data.config import PrepareConfig
+from meap_data.errors import MeapDataError
+from meap_data.manifest import read_manifest
+from meap_data.prepare import run_prepare
+from meap_data.rust import error_index as EI
+from meap_data.rust import harvest as H
+from meap_data.rust.masking import IGNORE_INDEX, MIN_ANSWER_TOKENS
+from meap_data.rust.render import diagnose_layout, repair_layout
+from meap_data.rust.shards import NO_CODE, is_eval_code, primary_code
+from meap_data.verify import verify_dataset
+
+REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+SEQ = 1024
+HELD_OUT = "E0004"
+BAD_REASONS = {"invalid_json": 1, "invalid_record": 1, "timed_out": 1, "no_diagnostics": 1}
+
+
+@pytest.fixture(scope="module")
+def corpus(tmp_path_factory) -> tuple[str, list[dict]]:
+    """A glob over 40 error-index records plus a file of one bad record per reason."""
+    try:
+        toolchain = H.find_toolchain()
+    except MeapDataError as e:
+        pytest.skip(f"rustc not found on PATH: {e}")
+    try:
+        EI.error_codes_dir(toolchain)
+    except MeapDataError as e:
+        pytest.skip(f"error index not installed (rustup component add rust-docs): {e}")
+    root = tmp_path_factory.mktemp("rust-corpus")
+    EI.build_corpus(root / "a-error-index.jsonl", limit=40, jobs=2, toolchain=toolchain)
+    records = [json.loads(line) for line in (root / "a-error-index.jsonl").read_text().splitlines()]
+    timed_out = dict(records[0], key="timed-out", timed_out=True, exit_code=None, diagnostics=[], rendered="")
+    clean = dict(records[0], key="compiles-cleanly", exit_code=0, diagnostics=[], rendered="")
+    bad = [
+        '{"key": "broken", "source": ',  # invalid JSON
+        json.dumps({"schema_version": 1, "key": "no-fields"}),  # fails the schema
+        json.dumps(timed_out),
+        json.dumps(clean),
+    ]
+    (root / "b-bad.jsonl").write_text("\n".join(bad) + "\n")
+    return str(root / "*.jsonl"), records
+
+
+def _config(pattern: str, **kw) -> PrepareConfig:
+    kw.setdefault("seq_len", SEQ)
+    return PrepareConfig(inputs=(pattern,), kind="rust", eval_codes=(HELD_OUT,), eval_fraction=0.1, **kw)
+
+
+@pytest.fixture(scope="module")
+def prepared(corpus, tmp_path_factory) -> str:
+    out = str(tmp_path_factory.mktemp("rust-prepared") / "out")
+    # Small units: the 40-record file is cut into byte ranges, several shards per split.
+    run_prepare(_config(corpus[0], input_bytes_per_shard=40_000), out)
+    return out
+
+
+def _samples(directory: str) -> list[dict]:
+    import datasets
+
+    ds = datasets.load_from_disk(os.path.join(directory, "arrow"))
+    return [ds[i] for i in range(len(ds))]
+
+
+def _tokenizer(directory: str):
+    from tokenizers import Tokenizer
+
+    return Tokenizer.from_file(os.path.join(directory, "tokenizer.json"))
+
+
+def test_split_is_a_pure_function_of_the_code():
+    assert is_eval_code("E0308", ("E0308",), 0.0)
+    assert not is_eval_code("E0382", ("E0308",), 0.0)
+    assert is_eval_code("E0382", (), 1.0)
+    codes = [f"E{i:04d}" for i in range(2000)]
+    held = [c for c in codes if is_eval_code(c, (), 0.1)]
+    assert 140 < len(held) < 260  # about a tenth
+    assert held == [c for c in codes if is_eval_code(c, (), 0.1)]
+    record = {"diagnostics": [{"level": "warning", "code": "unused_variables"},
+                              {"level": "error", "code": None}, {"level": "error", "code": "E0382"}]}
+    assert primary_code(record) == "E0382"
+    assert primary_code({"diagnostics": [{"level": "warning", "code": "dead_code"}]}) == "dead_code"
+    assert primary_code({"diagnostics": [{"level": "error", "code": None}], "expected_code": "E0001"}) == "E0001"
+    assert primary_code({"diagnostics": [{"level": "error", "code": None}]}) == NO_CODE
+
+
+def test_datasets_load_and_verify(prepared):
+    for split in ("train", "eval"):
+        directory = os.path.join(prepared, split)
+        assert verify_dataset(directory) == []
+        manifest = read_manifest(directory)
+        assert manifest["config"]["split"] == split
+        assert manifest["config"]["task"] == "repair" and manifest["config"]["sft_layout"] == "rows"
+        assert manifest["config"]["mask_ratio"] == 0.1
+        samples = _samples(directory)
+        assert len(samples) == manifest["counts"]["samples"] > 0
+        assert len({s["key"] for s in samples}) == len(samples)
+        assert all("." not in s["key"] for s in samples)
+    assert len(read_manifest(os.path.join(prepared, "train"))["shards"]["arrow"]) > 1
+
+
+def test_counts_balance_and_bad_records_are_rejected_with_reasons(prepared, corpus):
+    _, records = corpus
+    train = read_manifest(os.path.join(prepared, "train"))["counts"]
+    evaluation = read_manifest(os.path.join(prepared, "eval"))["counts"]
+    for c in (train, evaluation):
+        assert c["documents_read"] == c["documents_written"] + c["documents_rejected"]
+    # Every input line is counted once, in one of the two datasets.
+    assert train["documents_read"] + evaluation["documents_read"] == len(records) + sum(BAD_REASONS.values())
+    for reason, n in BAD_REASONS.items():
+        assert train["rejected_by_reason"].get(reason) == n
+        assert reason not in evaluation["rejected_by_reason"]
+    no_fix = sum(1 for r in records if not r.get("fixed_source"))
+    assert train["rejected_by_reason"].get("no_fix", 0) + evaluation["rejected_by_reason"].get("no_fix", 0) == no_fix
+    rejected = [json.loads(line) for path in sorted(glob.glob(os.path.join(prepared, "train", "rejected", "*.jsonl")))
+                for line in open(path)]
+    by_reason = {r["reason"]: r for r in rejected}
+    assert by_reason["invalid_json"]["key"] == "b-bad.jsonl:1"
+    assert "rust_transcript.schema.json" in by_reason["invalid_record"]["detail"]
+    assert by_reason["timed_out"]["key"] == "timed-out"
+
+
+def test_no_primary_code_in_both_splits(prepared, corpus):
+    _, records = corpus
+    by_key = {r["key"]: r for r in records}
+    seen = {}
+    for split in ("train", "eval"):
+        directory = os.path.join(prepared, split)
+        codes = {primary_code(by_key[s["doc_keys"][0]]) for s in _samples(directory)}
+        assert codes <= set(read_manifest(directory)["codes"])
+        seen[split] = codes
+    train_codes = set(read_manifest(os.path.join(prepared, "train"))["codes"])
+    eval_codes = set(read_manifest(os.path.join(prepared, "eval"))["codes"])
+    assert not train_codes & eval_codes
+    assert HELD_OUT in eval_codes and HELD_OUT in seen["eval"]
+    assert all(is_eval_code(c, (HELD_OUT,), 0.1) for c in eval_codes)
+    assert train_codes | eval_codes == {primary_code(r) for r in records}
+
+
+def test_prompt_labels_ignored_masked_copies_only_for_long_answers(prepared, corpus):
+    _, records = corpus
+    by_key = {r["key"]: r for r in records}
+    directory = os.path.join(prepared, "train")
+    tok = _tokenizer(directory)
+    mask_id = read_manifest(directory)["mask_token_id"]
+    samples = _samples(directory)
+    masked_copies = i = 0
+    while i < len(samples):
+        clean = samples[i]
+        layout = repair_layout(by_key[clean["doc_keys"][0]])
+        n_prompt = len(tok.encode(layout.prompt, add_special_tokens=False).ids)
+        n_answer = len(tok.encode(layout.response, add_special_tokens=False).ids)
+        ids, labels, n = np.array(clean["input_ids"]), np.array(clean["labels"]), clean["length"]
+        assert n == n_prompt + n_answer + 1 and clean["doc_offsets"] == [0]
+        assert (labels[:n_prompt] == IGNORE_INDEX).all()
+        assert (labels[n_prompt:n] == ids[n_prompt:n]).all() and mask_id not in ids[:n]
+        assert (labels[n:] == IGNORE_INDEX).all()
+        has_masked = i + 1 < len(samples) and samples[i + 1]["doc_keys"] == clean["doc_keys"]
+        assert has_masked == (n_answer > MIN_ANSWER_TOKENS)
+        if has_masked:
+            masked = samples[i + 1]
+            m_ids, m_labels = np.array(masked["input_ids"]), np.array(masked["labels"])
+            at = m_ids == mask_id
+            assert at.sum() == max(1, int(n_answer * 0.1))
+            assert (np.flatnonzero(at) >= n_prompt).all()
+            assert ((m_labels != IGNORE_INDEX) == at).all()
+            assert (m_labels[at] == ids[at]).all()  # the clean tokens behind the masks
+            assert (m_ids[~at] == ids[~at]).all()
+            masked_copies += 1
+        i += 2 if has_masked else 1
+    assert masked_copies > 0
+
+
+def _files(directory: str) -> dict[str, bytes]:
+    out = {}
+    for root, _, names in os.walk(directory):
+        for name in names:
+            if name != "run_info.json":
+                path = os.path.join(root, name)
+                out[os.path.relpath(path, directory)] = open(path, "rb").read()
+    return out
+
+
+def test_rerun_is_byte_identical(prepared, corpus, tmp_path):
+    again = str(tmp_path / "again")
+    run_prepare(_config(corpus[0], input_bytes_per_shard=40_000), again,
+                beam_args=["--direct_num_workers", "2", "--direct_running_mode", "multi_threading"])
+    first, second = _files(prepared), _files(again)
+    assert sorted(first) == sorted(second)
+    assert [p for p in first if first[p] != second[p]] == []
+
+
+def test_cli_diagnose_concat_rejects_too_long(prepared, corpus, tmp_path, capsys):
+    out = str(tmp_path / "cli")
+    tokenizer = os.path.join(prepared, "train", "tokenizer.json")
+    rc = main(["-q", "prepare", "--kind", "rust", "--input", corpus[0], "--output", out, "--task", "diagnose",
+               "--sft-layout", "concat", "--eval-codes", f"{HELD_OUT},E0005", "--seq-len", "600",
+               "--tokenizer", tokenizer])
+    printed = capsys.readouterr().out
+    assert rc == 0
+    assert "== train:" in printed and "== eval:" in printed and os.path.join(out, "eval") in printed
+    manifest = read_manifest(os.path.join(out, "train"))
+    assert manifest["config"]["eval_codes"] == ["E0004", "E0005"] and manifest["config"]["eval_fraction"] == 0.0
+    assert set(read_manifest(os.path.join(out, "eval"))["codes"]) == {"E0004", "E0005"}
+    assert manifest["counts"]["rejected_by_reason"].get("too_long", 0) > 0
+    by_key = {r["key"]: r for r in corpus[1]}
+    tok = _tokenizer(os.path.join(out, "train"))
+    concatenated = 0
+    for s in _samples(os.path.join(out, "train")):
+        assert s["length"] <= 600
+        layout = diagnose_layout(by_key[s["doc_keys"][0]])
+        n_prompt = len(tok.encode(layout.prompt, add_special_tokens=False).ids)
+        labels = np.array(s["labels"])
+        assert (labels[:n_prompt] == IGNORE_INDEX).all()
+        if len(s["doc_offsets"]) == 2:  # clean copy, then the masked copy in the same row
+            concatenated += 1
+            half = s["doc_offsets"][1]
+            assert s["length"] == 2 * half and s["doc_keys"][0] == s["doc_keys"][1]
+            assert (labels[half:half + n_prompt] == IGNORE_INDEX).all()
+    assert concatenated > 0
+
+
+def test_cli_rejects_rust_options_on_text(tmp_path, capsys, corpus):
+    rc = main(["prepare", "--input", corpus[0], "--output", str(tmp_path / "x"), "--task", "diagnose"])
+    assert rc == 2
+    assert "--task apply to --kind rust only" in capsys.readouterr().err
+
+
+def test_pipeline_script_transcript_task_packs_like_text(prepared, corpus, tmp_path):
+    out = str(tmp_path / "pipe")
+    tokenizer = os.path.join(prepared, "train", "tokenizer.json")
+    env = dict(os.environ, PYTHONPATH=REPO)
+    proc = subprocess.run(
+        [sys.executable, os.path.join(REPO, "pipelines", "rust_transcripts_to_shards.py"), "-q",
+         "--input", corpus[0], "--output", out, "--task", "transcript", "--seq-len", "256",
+         "--eval-fraction", "0", "--tokenizer", tokenizer],
+        capture_output=True, text=True, env=env, timeout=300,
+    )
+    assert proc.returncode == 0, proc.stderr
+    manifest = read_manifest(os.path.join(out, "train"))
+    assert manifest["config"]["mask_ratio"] == 0.15 and manifest["config"]["task"] == "transcript"
+    assert read_manifest(os.path.join(out, "eval"))["counts"]["samples"] == 0
+    samples = _samples(os.path.join(out, "train"))
+    assert len(samples) > len(corpus[1])  # packed into 256-token rows: long records span several
+    packed = [s for s in samples if len(s["doc_keys"]) > 1]
+    assert packed, "short transcripts share rows as packed text does"
+    for s in samples:
+        labels = np.array(s["labels"][: s["length"]])
+        assert (labels != IGNORE_INDEX).all()  # pre-training: loss on every real position
+    c = manifest["counts"]
+    assert 0.14 < c["masked_tokens"] / c["tokens"] < 0.16
