@@ -382,9 +382,11 @@ def test_batches_kept_by_the_consumer_are_never_overwritten(packed_ds, packed_re
         np.testing.assert_array_equal(batch["labels"].numpy(), packed_ref["labels"][rows])
 
 
-@pytest.mark.parametrize("fmt", ["arrow", "webdataset"])
-def test_formats_give_identical_batches(packed_ds, fmt):
-    kw = dict(seed=8, window_shards=2, fields=ALL, remainder="wrap", world_size=2, rank=1)
+@pytest.mark.parametrize("fmt,middle", [("arrow", False), ("webdataset", False), ("webdataset", True)])
+def test_formats_give_identical_batches(packed_ds, packed_ref, fmt, middle):
+    n = len(packed_ref["keys"])
+    sample_range = (100, n - 150) if middle else None  # cuts into the first and last shards
+    kw = dict(seed=8, window_shards=2, fields=ALL, remainder="wrap", world_size=2, rank=1, sample_range=sample_range)
     a = list(ShardLoader(packed_ds, 5, format="arrow", **kw))
     b = list(ShardLoader(packed_ds, 5, format=fmt, **kw))
     assert len(a) == len(b)
@@ -525,3 +527,60 @@ def test_warnings_are_not_raised_in_normal_use(packed_ds):
         warnings.simplefilter("error")
         list(ShardIterableDataset(packed_ds, 8, seed=0, masks="per_epoch"))
     assert glob.glob(os.path.join(packed_ds, "arrow", "*.arrow"))
+
+
+def test_hex_key_words_match_the_masking_keys():
+    from meap_data.keys import keys_to_u64
+    from meap_data.loader.rows import hex16_words
+
+    rng = np.random.default_rng(0)
+    keys = [f"{int(x):016x}" for x in rng.integers(0, 2**63, 50)] + ["00000000000000ff", "ABCDEF0123456789"]
+    raw = np.frombuffer("".join(keys).encode(), dtype=np.uint8).reshape(-1, 16)
+    np.testing.assert_array_equal(hex16_words(raw), keys_to_u64(keys))
+    for odd in ("0x00000000000001", "g000000000000000", "0000 00000000000"):
+        assert hex16_words(np.frombuffer(odd.encode(), dtype=np.uint8).reshape(1, 16)) is None
+
+
+@pytest.mark.filterwarnings("ignore:This DataLoader will create")
+def test_persistent_workers_move_to_the_next_epoch(packed_ds):
+    from torch.utils.data import DataLoader
+
+    single = ShardIterableDataset(packed_ds, 16, seed=3, fields=("keys",))
+    epochs = [[b["keys"] for b in single] for _ in range(2)]
+    loader = DataLoader(ShardIterableDataset(packed_ds, 16, seed=3, fields=("keys",)), batch_size=None,
+                        num_workers=2, persistent_workers=True)
+    assert [[b["keys"] for b in loader] for _ in range(2)] == epochs
+    assert epochs[0] != epochs[1]
+
+
+def test_rank_and_world_size_come_from_torch_distributed(packed_ds, tmp_path):
+    import torch.distributed as dist
+
+    dist.init_process_group("gloo", init_method=f"file://{tmp_path / 'rendezvous'}", rank=0, world_size=1)
+    try:
+        ds = ShardIterableDataset(packed_ds, 4)
+        assert (ds.loader.rank, ds.loader.world_size) == (0, 1)
+        assert ShardIterableDataset(packed_ds, 4, rank=1, world_size=2).loader.rank == 1
+    finally:
+        dist.destroy_process_group()
+
+
+def test_streams_tars_from_an_object_store_url(packed_ds, packed_ref):
+    """Any fsspec URL streams (here fsspec's in-memory filesystem stands in for gs://);
+    Arrow needs a local disk for its memory map and says so."""
+    import fsspec
+
+    fs = fsspec.filesystem("memory")
+    for path in glob.glob(os.path.join(packed_ds, "**", "*"), recursive=True):
+        if os.path.isfile(path):
+            fs.pipe(f"/remote-ds/{os.path.relpath(path, packed_ds)}", open(path, "rb").read())
+    try:
+        remote = ShardLoader("memory://remote-ds", 8, format="webdataset", seed=1, fields=("keys", "labels"))
+        local = ShardLoader(packed_ds, 8, format="webdataset", seed=1, fields=("keys", "labels"))
+        a, b = list(remote), list(local)
+        assert [x["keys"] for x in a] == [x["keys"] for x in b]
+        np.testing.assert_array_equal(a[5]["labels"], b[5]["labels"])
+        with pytest.raises(MeapDataError, match="local disk"):
+            next(iter(ShardLoader("memory://remote-ds", 8, format="arrow")))
+    finally:
+        fs.rm("/remote-ds", recursive=True)
