@@ -14,6 +14,7 @@ import os
 import subprocess
 import sys
 
+import jsonschema
 import numpy as np
 import pytest
 
@@ -32,7 +33,7 @@ from meap_data.verify import verify_dataset
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SEQ = 1024
 HELD_OUT = "E0004"
-BAD_REASONS = {"invalid_json": 1, "invalid_record": 1, "timed_out": 1, "no_diagnostics": 1}
+BAD_REASONS = {"invalid_json": 1, "invalid_record": 1, "timed_out": 1, "no_diagnostics": 1, "not_jsonl": 1}
 
 
 @pytest.fixture(scope="module")
@@ -58,7 +59,8 @@ def corpus(tmp_path_factory) -> tuple[str, list[dict]]:
         json.dumps(clean),
     ]
     (root / "b-bad.jsonl").write_text("\n".join(bad) + "\n")
-    return str(root / "*.jsonl"), records
+    (root / "c-main.rs").write_text("fn main() {}\n")  # a source where records belong
+    return str(root / "*"), records
 
 
 def _config(pattern: str, **kw) -> PrepareConfig:
@@ -108,6 +110,8 @@ def test_datasets_load_and_verify(prepared):
         directory = os.path.join(prepared, split)
         assert verify_dataset(directory) == []
         manifest = read_manifest(directory)
+        with open(os.path.join(REPO, "schemas", "manifest.schema.json")) as f:
+            jsonschema.validate(manifest, json.load(f))
         assert manifest["config"]["split"] == split
         assert manifest["config"]["task"] == "repair" and manifest["config"]["sft_layout"] == "rows"
         assert manifest["config"]["mask_ratio"] == 0.1
@@ -116,6 +120,10 @@ def test_datasets_load_and_verify(prepared):
         assert len({s["key"] for s in samples}) == len(samples)
         assert all("." not in s["key"] for s in samples)
     assert len(read_manifest(os.path.join(prepared, "train"))["shards"]["arrow"]) > 1
+    # No --tokenizer: the BPE was trained on rendered transcripts, so their scaffolding is
+    # merged tokens (16 measured; a byte-level fallback needs one per byte, 41).
+    tok = _tokenizer(os.path.join(prepared, "train"))
+    assert len(tok.encode("### Compiler output: rustc --edition 2015", add_special_tokens=False).ids) < 25
 
 
 def test_counts_balance_and_bad_records_are_rejected_with_reasons(prepared, corpus):
@@ -137,6 +145,7 @@ def test_counts_balance_and_bad_records_are_rejected_with_reasons(prepared, corp
     assert by_reason["invalid_json"]["key"] == "b-bad.jsonl:1"
     assert "rust_transcript.schema.json" in by_reason["invalid_record"]["detail"]
     assert by_reason["timed_out"]["key"] == "timed-out"
+    assert "rust harvest" in by_reason["not_jsonl"]["detail"]
 
 
 def test_no_primary_code_in_both_splits(prepared, corpus):

@@ -99,9 +99,16 @@ def iter_records(frange: FileRange) -> Iterator[tuple[dict[str, Any] | None, Rej
 
     Reasons: ``invalid_utf8``, ``invalid_json``, ``invalid_record`` (fails the schema),
     ``timed_out`` (the compiler ran past its limit: no output to learn from) and
-    ``no_diagnostics`` (it compiled cleanly). Compressed files (.gz, .zst) are read too.
+    ``no_diagnostics`` (it compiled cleanly); a whole file that is not JSON lines (a
+    ``.rs`` source given by mistake) is one ``not_jsonl``. Compressed files (.gz, .zst)
+    are read too.
     """
     f = frange.file
+    if f.kind != "jsonl":
+        yield None, Rejected(f.relpath, "not_jsonl", (
+            f"{f.kind} input: --kind rust reads transcript JSON lines (.jsonl, optionally .gz/.zst); "
+            "record sources first with 'meap-data rust harvest SRC... --output FILE.jsonl'"))
+        return
     try:
         for number, line in _lines_in_range(frange):
             where = f"{f.relpath}:{number}"
