@@ -16,6 +16,19 @@ Policies (also in the README's "Loading shards"):
   them with :func:`meap_data.masking.apply_meap_mask` from the clean labels, with
   ``epoch=None`` at epoch 0 (the pipeline's call, so epoch 0 reproduces the shards
   exactly) and ``epoch=e`` from epoch 1 on.
+
+Memory, per loader (one per rank, or per DataLoader worker):
+
+- the order: O(shards) integers; a position's sample is computed, never stored;
+- Arrow: shards are memory-mapped (the page cache holds what was read); per opened
+  shard nine integers per 256-row record batch; output buffers reused from a pool of at
+  most 3 arrays per field of ``rows_per_read x seq_len`` (256 x 2048 x 8 bytes = 4 MiB
+  each by default);
+- WebDataset: decoded samples of this consumer's share of the current shuffle window
+  (about ``window_shards x samples per shard / (world_size x workers)``) plus fewer than
+  one batch left over from the previous window, and with ``wrap`` at most one batch
+  kept for the end of the epoch. Every consumer streams every tar of a window it needs
+  (it skips the others' samples without decoding them, by seeking where it can).
 """
 
 from __future__ import annotations
@@ -37,6 +50,17 @@ from .webdataset_source import WebDatasetSource
 STATE_VERSION = 1
 FORMATS = ("arrow", "webdataset")
 MASK_MODES = ("static", "per_epoch")
+# Batch entries (B = batch_size, L = seq_len):
+#   input_ids      (B, L) dtype   model inputs, masked positions hold the mask id
+#   labels         (B, L) dtype   clean ids aligned with input_ids (the model shifts), -100 on padding
+#   position_ids   (B, L) index   0, 1, ... restarting at every document piece and at the padding
+#   doc_ids        (B, L) index   document piece of each token within its row, -1 on padding
+#   attention_mask (B, L) index   1 on real tokens, 0 on padding
+#   cu_seqlens     (P + 1,) int32 piece boundaries in the flattened B * L batch (padding is a
+#                                 piece of its own): flash-attn's varlen cu_seqlens
+#   max_seqlen     int            longest piece, flash-attn's max_seqlen
+#   lengths        (B,) index     real tokens per row
+#   keys           list of str    stable sample keys
 DEFAULT_FIELDS = ("input_ids", "labels", "position_ids")
 ALL_FIELDS = DEFAULT_FIELDS + ("doc_ids", "attention_mask", "cu_seqlens", "max_seqlen", "lengths", "keys")
 # Tar shards a WebDataset loader shuffles together by default: the memory bound is this
@@ -86,14 +110,15 @@ class ShardLoader:
     ``batch_size``: samples per batch on this rank. ``format``: ``"arrow"`` (memory
     map, random access; local disk) or ``"webdataset"`` (tars streamed; local or URL).
     ``shuffle``/``seed``: the seeded order, different each epoch. ``window_shards``:
-    shards shuffled together; ``"auto"``: all of them for Arrow (O(1) memory), 4 for
-    WebDataset (a worker holds at most its share of two windows' samples); ``None``:
-    all. ``rank``/``world_size``, ``worker_id``/``num_workers``: this consumer's slice.
+    shards shuffled together; ``"auto"``: all of them for Arrow (memory does not grow
+    with it), 4 for WebDataset (a consumer holds its share of one window's samples);
+    ``None``: all. ``rank``/``world_size``, ``worker_id``/``num_workers``: this
+    consumer's slice.
     ``remainder``: ``"drop"`` or ``"wrap"``, see the module docstring. ``masks``:
     ``"static"`` or ``"per_epoch"``; ``mask_seed``/``mask_ratio`` default to the
     pipeline's. ``verify_checksums``: check each shard's sha256 before using it (reads
     every shard in full once per process). ``fields``: the batch entries, from
-    :data:`ALL_FIELDS`. ``sample_range``: ``(start, stop)`` global sample indices to use
+    :data:`ALL_FIELDS` (described above it). ``sample_range``: ``(start, stop)`` global sample indices to use
     (e.g. to hold out the last samples for evaluation). ``dtype``: numpy dtype of
     ``input_ids`` and ``labels`` (``int64``, what ``torch`` losses need, or ``int32`` to
     halve host memory traffic and cast on the device). ``index_dtype``: dtype of
