@@ -170,12 +170,14 @@ def test_len_matches_batches_yielded(packed_ds):
 
 @pytest.mark.filterwarnings("ignore:This DataLoader will create")
 def test_torch_workers_deliver_the_single_process_sequence(packed_ds):
-    single = [b["keys"] for b in ShardIterableDataset(packed_ds, 8, seed=2, fields=("keys", "input_ids"))]
+    single = [(b["keys"], b["input_ids"]) for b in ShardIterableDataset(packed_ds, 8, seed=2, fields=("keys", "input_ids"))]
     for workers in (2, 3):
         loader = ShardDataLoader(ShardIterableDataset(packed_ds, 8, seed=2, fields=("keys", "input_ids")),
                                  num_workers=workers)
-        got = [b["keys"] for b in loader]
-        assert got == single
+        got = [(b["keys"], b["input_ids"]) for b in loader]  # all kept: buffers must not be reused under them
+        assert [k for k, _ in got] == [k for k, _ in single]
+        for (_, a), (_, b) in zip(got, single):
+            assert torch.equal(a, b)
         assert loader.state_dict()["epoch"] == 1 and loader.state_dict()["position"] == 0
 
 
