@@ -586,3 +586,22 @@ def test_streams_tars_from_an_object_store_url(packed_ds, packed_ref):
             next(iter(ShardLoader("memory://remote-ds", 8, format="arrow")))
     finally:
         fs.rm("/remote-ds", recursive=True)
+
+
+def test_empty_shards_are_skipped(copy_ds):
+    """Prepare writes empty shards for units with no sample (all rejected, an empty
+    split); they take no position in the order and break nothing."""
+    from meap_data.manifest import write_manifest
+    from meap_data.shards import ShardWriter
+
+    manifest = read_manifest(copy_ds)
+    n = manifest["counts"]["samples"]
+    writer = ShardWriter(copy_ds, 99, 100, ("arrow", "webdataset"))
+    files = writer.close()
+    for fmt in ("arrow", "webdataset"):
+        manifest["shards"][fmt].insert(1, {**files[fmt], "first_sample": manifest["shards"][fmt][1]["first_sample"]})
+    write_manifest(copy_ds, manifest)
+    for fmt in ("arrow", "webdataset"):
+        loader = ShardLoader(copy_ds, 4, format=fmt, seed=0, window_shards=1, remainder="wrap", fields=("keys",))
+        keys = keys_of(loader)
+        assert set(keys) == set(reference(copy_ds)["keys"]) and len(set(keys)) == n
