@@ -33,7 +33,6 @@ Memory, per loader (one per rank, or per DataLoader worker):
 
 from __future__ import annotations
 
-import copy
 from typing import Iterator
 
 import numpy as np
@@ -229,6 +228,7 @@ class ShardLoader:
 
     @property
     def epoch(self) -> int:
+        """The epoch the next batch belongs to (0-based)."""
         return self._epoch
 
     @property
@@ -301,16 +301,6 @@ class ShardLoader:
     def batches_per_epoch(self) -> int:
         """Batches per rank in a whole epoch (all workers together)."""
         return batches_per_epoch(self.samples, 0, self.global_batch, self.remainder)
-
-    def for_worker(self, worker_id: int, num_workers: int) -> "ShardLoader":
-        """A copy that yields only worker ``worker_id``'s share of this rank's batches."""
-        other = copy.copy(self)
-        if not 0 <= worker_id < num_workers:
-            raise MeapDataError(f"worker_id {worker_id} is not in [0, num_workers={num_workers})")
-        other.worker_id, other.num_workers = worker_id, num_workers
-        other._source = None
-        other.__dict__.pop("_buffers", None)
-        return other
 
     # ------------------------------------------------------------------ order
 
