@@ -14,6 +14,7 @@ import json
 import zlib
 from typing import Iterator
 
+from . import storage
 from .documents import Document, Rejected
 from .inputs import FileRange
 
@@ -60,7 +61,7 @@ def _record_to_doc(record: object, text_field: str, fallback_key: str) -> Docume
 
 
 def _open_binary(path: str):
-    raw = open(path, "rb")
+    raw = storage.open_read(path)
     lower = path.lower()
     if lower.endswith(".gz"):
         return gzip.GzipFile(fileobj=raw)
@@ -69,6 +70,40 @@ def _open_binary(path: str):
 
         return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
     return raw
+
+
+LINE_CHUNK = 1 << 20
+
+
+def _iter_lines(stream, limit: float = float("inf")) -> Iterator[bytes]:
+    """Lines of ``stream`` (each with its newline, the last maybe without), from its
+    position, stopping after the line that crosses ``limit`` bytes read.
+
+    Reads large chunks and splits in C: the same speed on local files, decompressors and
+    object-store files (whose own ``readline`` fetches a whole block per call).
+    """
+    pending: list[bytes] = []  # pieces of a line not finished yet
+    consumed = 0  # bytes of finished lines
+    while consumed < limit:
+        block = stream.read(LINE_CHUNK)
+        if not block:
+            break
+        parts = block.split(b"\n")
+        if len(parts) == 1:  # no newline: a long line continues
+            pending.append(block)
+            continue
+        first = b"".join(pending) + parts[0] + b"\n" if pending else parts[0] + b"\n"
+        pending = [parts[-1]] if parts[-1] else []
+        yield first
+        consumed += len(first)
+        for part in parts[1:-1]:
+            if consumed >= limit:
+                return
+            line = part + b"\n"
+            yield line
+            consumed += len(line)
+    if pending and consumed < limit:
+        yield b"".join(pending)
 
 
 def _lines_in_range(frange: FileRange) -> Iterator[tuple[int, bytes]]:
@@ -80,11 +115,21 @@ def _lines_in_range(frange: FileRange) -> Iterator[tuple[int, bytes]]:
     f = frange.file
     if frange.start == 0 and frange.end is None:
         with _open_binary(f.path) as stream:
-            buffered = io.BufferedReader(stream) if not hasattr(stream, "peek") else stream
-            for number, line in enumerate(buffered, start=1):
-                yield number, line
+            if f.path.lower().endswith((".gz", ".zst", ".zstd")):
+                # Line by line through the decompressor, so a truncated file keeps every
+                # line before the damage (a chunked read would lose the last chunk).
+                buffered = io.BufferedReader(stream) if not hasattr(stream, "peek") else stream
+                yield from enumerate(buffered, start=1)
+            else:
+                yield from enumerate(_iter_lines(stream), start=1)
         return
-    with open(f.path, "rb") as raw:
+    end = frange.end if frange.end is not None else float("inf")
+    with storage.open_read(f.path) as raw:
+        if frange.first_line is not None:
+            # The planner cut here at a line start and numbered it (inputs.line_ranges).
+            raw.seek(frange.start)
+            yield from enumerate(_iter_lines(raw, end - frange.start), start=frange.first_line)
+            return
         number = 1
         if frange.start > 0:
             # Count lines before the range (cheap: a bytes.count over buffers) and skip
@@ -104,14 +149,9 @@ def _lines_in_range(frange: FileRange) -> Iterator[tuple[int, bytes]]:
             else:
                 number += 1
         pos = raw.tell()
-        end = frange.end if frange.end is not None else float("inf")
-        while pos < end:
-            line = raw.readline()
-            if not line:
-                break
+        for line in _iter_lines(raw, end - pos):
             yield number, line
             number += 1
-            pos += len(line)
 
 
 def _read_jsonl(frange: FileRange, text_field: str) -> Iterator[Document | Rejected]:
@@ -174,7 +214,8 @@ def _read_parquet(frange: FileRange, text_field: str) -> Iterator[Document | Rej
 
     f = frange.file
     try:
-        pf = pq.ParquetFile(f.path)
+        # Object-store files through fsspec (Parquet reads its footer and row groups by seeking).
+        pf = pq.ParquetFile(storage.open_read(f.path) if storage.is_remote(f.path) else f.path)
     except (pa.ArrowInvalid, OSError) as exc:
         yield Rejected(f.relpath, "unreadable_file", f"not a readable Parquet file: {exc}")
         return

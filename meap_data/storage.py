@@ -18,11 +18,21 @@ def is_remote(path: str) -> bool:
     return "://" in path and not path.startswith("file://")
 
 
-def _fs(path: str):
+def filesystem(path: str):
+    """(fsspec filesystem, path without protocol) for a URL.
+
+    Directory listings are not cached: Beam workers in other processes (or machines)
+    write files that a cached listing in this process would hide. Credentials and
+    endpoints come from the usual places (``AWS_*`` environment variables,
+    ``AWS_ENDPOINT_URL_S3`` for S3-compatible servers, Google application default
+    credentials), so every worker process finds them the same way.
+    """
     import fsspec
 
-    fs, stripped = fsspec.core.url_to_fs(path)
-    return fs, stripped
+    return fsspec.core.url_to_fs(path, use_listings_cache=False)
+
+
+_fs = filesystem
 
 
 def join(base: str, *parts: str) -> str:
@@ -77,6 +87,7 @@ def remove(path: str) -> None:
 
 
 def open_read(path: str) -> IO[bytes]:
+    """A binary file open for reading; seekable (object stores: ranged reads)."""
     if is_remote(path):
         fs, p = _fs(path)
         return fs.open(p, "rb")
@@ -129,8 +140,15 @@ def atomic_writer(path: str) -> Iterator[HashingWriter]:
     """Write ``path`` atomically; the yielded writer reports size and sha256."""
     if is_remote(path):
         fs, p = _fs(path)
-        with fs.open(p, "wb") as raw:
+        raw = fs.open(p, "wb")
+        try:
             yield HashingWriter(raw)
+        except BaseException:
+            # Closing would commit the partial upload under the final name: abort it.
+            raw.discard()
+            raw.closed = True
+            raise
+        raw.close()
         return
     os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
     tmp = f"{path}.tmp-{uuid.uuid4().hex[:12]}"
