@@ -92,6 +92,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--seq-len", type=int, default=None,
                    help="tokens per sample fed to the model; samples are cropped to it (default: the dataset's)")
     g.add_argument("--dropout", type=float, default=0.0, help="dropout probability (default: 0)")
+    g.add_argument("--untied", action="store_true",
+                   help="separate output layer instead of GPT-2's tied token table (tiny models learn much faster)")
     g = p.add_argument_group("optimisation")
     g.add_argument("--batch-size", type=int, default=8, help="samples per micro-batch per rank (default: 8)")
     g.add_argument("--grad-accum", type=int, default=1, help="micro-batches per optimiser step (default: 1)")
@@ -245,23 +247,28 @@ def batches_forever(loader):
 
 def rng_state() -> dict:
     """Every random stream this process may draw from (dropout uses torch's), as plain
-    types and tensors so the checkpoint loads with ``weights_only=True``."""
+    Python values (bytes for generator states): they travel through
+    ``all_gather_object`` and load with ``torch.load(weights_only=True)``."""
     kind, keys, pos, has_gauss, cached = np.random.get_state()
-    state = {"python": random.getstate(), "numpy": (kind, torch.from_numpy(keys.copy()), pos, has_gauss, cached),
-             "torch": torch.get_rng_state()}
+    state = {"python": random.getstate(), "numpy": (kind, keys.tobytes(), pos, has_gauss, cached),
+             "torch": torch.get_rng_state().numpy().tobytes()}
     if torch.cuda.is_available():
-        state["cuda"] = torch.cuda.get_rng_state_all()
+        state["cuda"] = [s.numpy().tobytes() for s in torch.cuda.get_rng_state_all()]
     return state
+
+
+def _byte_tensor(data: bytes) -> torch.Tensor:
+    return torch.frombuffer(bytearray(data), dtype=torch.uint8)
 
 
 def set_rng_state(state: dict) -> None:
     """Restore what :func:`rng_state` captured."""
     random.setstate(state["python"])
     kind, keys, pos, has_gauss, cached = state["numpy"]
-    np.random.set_state((kind, keys.numpy(), pos, has_gauss, cached))
-    torch.set_rng_state(state["torch"])
+    np.random.set_state((kind, np.frombuffer(keys, dtype=np.uint32), pos, has_gauss, cached))
+    torch.set_rng_state(_byte_tensor(state["torch"]))
     if "cuda" in state and torch.cuda.is_available():
-        torch.cuda.set_rng_state_all(state["cuda"])
+        torch.cuda.set_rng_state_all([_byte_tensor(s) for s in state["cuda"]])
 
 
 # Flags a resumed run must share with its checkpoint: they fix the model's shape, the
@@ -269,7 +276,8 @@ def set_rng_state(state: dict) -> None:
 # change on purpose; --batch-size, --grad-accum and the process count may change too
 # (the loader resumes at the next sample whatever the job shape), but then the run is
 # no longer the same as an uninterrupted one, and a note says so.
-RESUME_MUST_MATCH = ("objective", "doc_mask", "eval_samples", "layers", "width", "heads", "seq_len", "seed", "masks")
+RESUME_MUST_MATCH = ("objective", "doc_mask", "eval_samples", "layers", "width", "heads", "seq_len", "untied",
+                     "seed", "masks")
 RESUME_EXACT_ONLY_IF_SAME = ("batch_size", "grad_accum", "world")
 
 
@@ -395,7 +403,7 @@ def train(args: argparse.Namespace) -> dict:
         # --- model and optimiser (the same init on every rank; DDP also broadcasts it)
         torch.manual_seed(args.seed)
         cfg = ModelConfig(vocab_size=manifest["tokenizer"]["vocab_size"], seq_len=seq_len, n_layer=args.layers,
-                          n_embd=args.width, n_head=args.heads, dropout=args.dropout)
+                          n_embd=args.width, n_head=args.heads, dropout=args.dropout, tie_embeddings=not args.untied)
         raw_model = GPT(cfg).to(device)
         optimizer = make_optimizer(raw_model, args)
         n_params = raw_model.num_params()
