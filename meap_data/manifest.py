@@ -62,16 +62,24 @@ def build_manifest(config: PrepareConfig, tokenizer: TokenizerInfo, results: lis
     }
 
 
+def _hf_feature(arrow_type) -> dict:
+    """The ``datasets`` feature dict of an Arrow type. ``Sequence`` is read by every
+    ``datasets`` release (newer ones map it to ``List``), and writing it by hand keeps the
+    heavy ``datasets`` import off the pipeline's critical path."""
+    import pyarrow as pa
+
+    if pa.types.is_list(arrow_type):
+        return {"_type": "Sequence", "feature": _hf_feature(arrow_type.value_type)}
+    return {"_type": "Value", "dtype": str(arrow_type)}
+
+
 def write_hf_metadata(output_dir: str, manifest: dict) -> None:
     """``state.json`` and ``dataset_info.json`` so ``datasets.load_from_disk`` opens DIR/arrow."""
-    import datasets
-
-    features = datasets.Features.from_arrow_schema(SAMPLE_SCHEMA)
     info = {
         "builder_name": "meap_data",
         "citation": "",
         "description": "MEAP-masked samples written by meap-data",
-        "features": features.to_dict(),
+        "features": {f.name: _hf_feature(f.type) for f in SAMPLE_SCHEMA},
         "homepage": "",
         "license": "",
     }

@@ -156,8 +156,9 @@ def atomic_writer(path: str) -> Iterator[HashingWriter]:
         with open(tmp, "wb") as raw:
             writer = HashingWriter(raw)
             yield writer
-            raw.flush()
-            os.fsync(raw.fileno())
+        # No fsync: the rename makes the file appear whole or not at all to every reader
+        # and to a rerun after a crash of the process; surviving power loss is left to
+        # the storage (object stores, and re-running prepare, give that).
         os.replace(tmp, path)
     finally:
         if os.path.exists(tmp):
