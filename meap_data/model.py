@@ -170,13 +170,12 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))
         if labels is None:
             return logits
-        # Shift here: position t predicts labels[t + 1]. Float32 for the softmax, as
-        # bf16 logits lose precision in the log-sum-exp over a large vocabulary.
-        return F.cross_entropy(
-            logits[:, :-1].reshape(-1, logits.size(-1)).float(),
-            labels[:, 1:].reshape(-1).long(),
-            ignore_index=IGNORE_INDEX,
-        )
+        # Shift the labels, not the logits: position t predicts labels[t + 1], and the last
+        # position predicts nothing (-100). Slicing the (B, T, vocab) logits instead would
+        # copy the largest tensor of the step. Float32 for the log-sum-exp: bf16 logits
+        # lose too much precision over a large vocabulary.
+        targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
+        return F.cross_entropy(logits.view(B * T, -1).float(), targets.reshape(-1).long(), ignore_index=IGNORE_INDEX)
 
 
 def flops_per_token(cfg: ModelConfig, n_params: int) -> float:
