@@ -1,6 +1,6 @@
 """The core step: one work unit's inputs to one finished shard, free of Beam.
 
-read -> tokenize (``encode_batch``, multi-threaded in Rust) -> pack -> mask -> write.
+read -> tokenize (``encode_batch_fast``, multi-threaded in Rust) -> pack -> mask -> write.
 Beam runs this per unit (:mod:`meap_data.beam`); tests and small jobs call it directly.
 """
 
@@ -142,7 +142,10 @@ class UnitProcessor:
     def _encode(self, docs: list[Document]) -> list[np.ndarray]:
         if not docs:
             return []
-        encodings = self.tokenizer.encode_batch([d.text for d in docs], add_special_tokens=False)
+        # encode_batch_fast skips character offsets (unused here): same ids, about a third
+        # less CPU per token than encode_batch. Older tokenizers lack it.
+        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        encodings = encode([d.text for d in docs], add_special_tokens=False)
         return [np.asarray(e.ids, dtype=np.int32) for e in encodings]
 
     def process(self, unit: WorkUnit) -> UnitResult:
