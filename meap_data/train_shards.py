@@ -130,7 +130,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def check_args(args: argparse.Namespace) -> None:
     """One-line errors for flag values no run could use."""
-    for name in ("batch_size", "grad_accum", "max_steps", "log_interval", "checkpoint_interval"):
+    for name in ("batch_size", "grad_accum", "max_steps", "log_interval", "checkpoint_interval", "eval_batches"):
+        if getattr(args, name) is None:
+            continue
         if getattr(args, name) < 1:
             raise MeapDataError(f"--{name.replace('_', '-')} must be at least 1, got {getattr(args, name)}")
     if args.warmup_steps < 0 or args.eval_interval < 0 or args.eval_samples < 0:
@@ -392,14 +394,18 @@ def train(args: argparse.Namespace) -> dict:
              "float32": torch.float32, "bfloat16": torch.bfloat16}[args.dtype]
     # Autocast only when lowering precision: float32 runs plain, which keeps CPU exact.
     autocast = torch.autocast(device_type=device.type, dtype=dtype) if dtype != torch.float32 else nullcontext()
-    # Exact CPU results for bit-for-bit resume; on CUDA speed wins (TF32 for float32 matmuls).
+    # Exact CPU results for bit-for-bit resume; on CUDA speed wins (TF32 for float32
+    # matmuls). Process-wide switches: restored on the way out, for callers in-process.
+    saved_switches = (torch.are_deterministic_algorithms_enabled(), torch.backends.cuda.matmul.allow_tf32,
+                      torch.backends.cudnn.allow_tf32)
     torch.use_deterministic_algorithms(not use_cuda)
     torch.backends.cuda.matmul.allow_tf32 = True
     torch.backends.cudnn.allow_tf32 = True
-    os.makedirs(args.out, exist_ok=True)
     ckpt_path = os.path.join(args.out, CHECKPOINT)
+    log_file = None
 
     try:
+        os.makedirs(args.out, exist_ok=True)
         # --- model and optimiser (the same init on every rank; DDP also broadcasts it)
         torch.manual_seed(args.seed)
         cfg = ModelConfig(vocab_size=manifest["tokenizer"]["vocab_size"], seq_len=seq_len, n_layer=args.layers,
@@ -439,9 +445,12 @@ def train(args: argparse.Namespace) -> dict:
             model = DDP(model, device_ids=[local_rank] if use_cuda else None)
 
         stop = args.stop_at_step or args.max_steps
+        if step >= stop and master and not args.quiet:
+            print(f"{ckpt_path} is at step {step}: nothing to do before step {stop} (raise --max-steps to go on)")
         tokens_per_step = args.batch_size * seq_len * args.grad_accum * world
         if master and not args.quiet:
-            print(f"model: {n_params / 1e6:.2f} M parameters ({args.layers} layers, width {args.width}, "
+            print(f"model: {raw_model.num_params(non_embedding=False) / 1e6:.2f} M parameters, "
+                  f"{n_params / 1e6:.2f} M in matmuls ({args.layers} layers, width {args.width}, "
                   f"{args.heads} heads, seq {seq_len}, vocab {cfg.vocab_size}), {flops_tok / 1e9:.3f} GFLOP/token")
             print(f"run: {args.objective} on {args.data}, {world} x {device.type} {str(dtype).replace('torch.', '')}"
                   f"{' compiled' if args.compile else ''}, {tokens_per_step} tokens/step, steps {step} -> {stop} "
@@ -528,6 +537,7 @@ def train(args: argparse.Namespace) -> dict:
                 data_time, steps_in_interval = 0.0, 0
                 t_interval = time.perf_counter()
 
+            t_aside = time.perf_counter()  # evaluation and checkpoints are not step time
             if (args.eval_interval and step % args.eval_interval == 0) or last_step:
                 eval_loss = evaluate(model, eval_loader, eval_start, args, pad_id, seq_len, device, autocast)
                 if eval_loss is not None:
@@ -535,7 +545,6 @@ def train(args: argparse.Namespace) -> dict:
                     log({"kind": "eval", "step": step, "eval_loss": eval_loss})
                     if master and not args.quiet:
                         print(f"eval {step:>6}/{stop} | held-out loss {eval_loss:.4f}", flush=True)
-                t_interval = time.perf_counter()  # evaluation time is not step time
 
             if save_now:
                 mine = {"loader": loader_state, "rng": rng_state()}
@@ -548,12 +557,18 @@ def train(args: argparse.Namespace) -> dict:
                     save_checkpoint(ckpt_path, raw_model, optimizer, step, args, manifest["config_hash"], world, per_rank)
                     if not args.quiet:
                         print(f"checkpoint: step {step} -> {ckpt_path}", flush=True)
-                t_interval = time.perf_counter()
-        if log_file:
-            log_file.close()
+            t_interval += time.perf_counter() - t_aside
+        if ddp:
+            # Tear down together: a rank leaving while rank 0 still writes the checkpoint
+            # can make gloo abort the process that is left behind.
+            dist.barrier()
         return {"losses": losses, "evals": evals, "records": records, "params": n_params,
                 "flops_per_token": flops_tok, "step": step, "world": world}
     finally:
+        if log_file:
+            log_file.close()
+        torch.use_deterministic_algorithms(saved_switches[0])
+        torch.backends.cuda.matmul.allow_tf32, torch.backends.cudnn.allow_tf32 = saved_switches[1:]
         if ddp:
             dist.destroy_process_group()
 
