@@ -41,6 +41,7 @@ from meap_data.prepare import run_prepare  # noqa: E402
 from meap_data.tokenizer import prepare_tokenizer, train_bpe  # noqa: E402
 
 GPT2_VOCAB = 50257
+TOKENIZER_CHARS = 64 << 20
 
 
 def build_dataset(directory: str, seq_len: int, vocab: int | None, quick: bool) -> str:
@@ -51,12 +52,18 @@ def build_dataset(directory: str, seq_len: int, vocab: int | None, quick: bool) 
     tokenizer = None
     started = time.perf_counter()
     if vocab:
-        texts = []
+        # The dataset's few MB of stdlib reach only ~31k merges; the whole installed
+        # library tree (tests and site-packages included), capped, reaches GPT-2's 50,257.
+        texts, chars = [], 0
         for path in sorted(glob.glob(os.path.join(stdlib_dir(), "**", "*.py"), recursive=True)):
             with open(path, encoding="utf-8", errors="replace") as f:
                 texts.append(f.read())
+            chars += len(texts[-1])
+            if chars > TOKENIZER_CHARS:
+                break
         info = prepare_tokenizer(train_bpe(texts, vocab))
         tokenizer = os.path.join(os.path.dirname(directory.rstrip("/")) or ".", f"tokenizer-{vocab}.json")
+        os.makedirs(os.path.dirname(tokenizer), exist_ok=True)
         with open(tokenizer, "w", encoding="utf-8") as f:
             f.write(info.json)
         print(f"tokenizer: {info.vocab_size} tokens trained in {time.perf_counter() - started:.0f} s", flush=True)
@@ -95,6 +102,9 @@ def main(argv: list[str] | None = None) -> int:
                    "pass one to reuse the prepared dataset between invocations)")
     p.add_argument("--steps", type=int, default=None, help="steps per run (default: GPU 60, CPU 30)")
     p.add_argument("--interval", type=int, default=None, help="steps per log interval (default: GPU 10, CPU 5)")
+    p.add_argument("--num-workers", type=int, default=None,
+                   help="loader worker processes (default: GPU 2, so the training thread only takes ready, "
+                   "pinned batches; CPU 0, as workers would compete with the model for the cores)")
     p.add_argument("--threads", type=int, default=None, help="CPU: torch intra-op threads (default: torch's)")
     p.add_argument("--batch-size", type=int, default=None, help="per-device micro-batch (default: GPU 16, CPU 8)")
     p.add_argument("--repeats", type=int, default=1, help="runs per objective, alternating (default: 1)")
@@ -116,13 +126,15 @@ def main(argv: list[str] | None = None) -> int:
         steps, interval, batch = args.steps or 30, args.interval or 5, args.batch_size or 8
         data = build_dataset(os.path.join(work, "stdlib-quick-256"), 256, None, quick=True)
         model_flags = ["--device", "cpu", "--layers", "4", "--width", "128", "--heads", "4",
-                       "--batch-size", str(batch)]
+                       "--batch-size", str(batch), "--num-workers", str(args.num_workers or 0)]
         label = f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads), 4 layers x 128, seq 256, fp32"
     else:
         steps, interval, batch = args.steps or 60, args.interval or 10, args.batch_size or 16
         data = build_dataset(os.path.join(work, "stdlib-1024-gpt2vocab"), 1024, GPT2_VOCAB, quick=False)
         model_flags = ["--device", "cuda", "--layers", "12", "--width", "768", "--heads", "12", "--seq-len", "1024",
-                       "--batch-size", str(batch), "--dtype", "bfloat16"] + ([] if args.no_compile else ["--compile"])
+                       "--batch-size", str(batch), "--dtype", "bfloat16",
+                       "--num-workers", str(2 if args.num_workers is None else args.num_workers)]
+        model_flags += [] if args.no_compile else ["--compile"]
         label = (f"{torch.cuda.get_device_name()} x1, GPT-2 small 12 x 768, seq 1024, bf16"
                  f"{'' if args.no_compile else ', compiled'}")
     if args.doc_mask:
