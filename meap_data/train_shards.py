@@ -104,8 +104,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--min-lr", type=float, default=None, help="final learning rate (default: --lr / 10)")
     g.add_argument("--warmup-steps", type=int, default=100, help="linear warmup steps (default: 100)")
     g.add_argument("--weight-decay", type=float, default=0.1, help="AdamW weight decay on matrices (default: 0.1)")
-    g.add_argument("--beta1", type=float, default=0.9)
-    g.add_argument("--beta2", type=float, default=0.95)
+    g.add_argument("--beta1", type=float, default=0.9, help="AdamW beta1 (default: 0.9)")
+    g.add_argument("--beta2", type=float, default=0.95, help="AdamW beta2 (default: 0.95)")
     g.add_argument("--grad-clip", type=float, default=1.0, help="max global gradient norm, 0 for none (default: 1)")
     g.add_argument("--seed", type=int, default=1337, help="seed for init, dropout and the loader's shuffle (default: 1337)")
     g = p.add_argument_group("system")
@@ -114,7 +114,7 @@ def build_parser() -> argparse.ArgumentParser:
                    help="autocast dtype; auto: bfloat16 on CUDA, float32 on CPU")
     g.add_argument("--compile", action="store_true", help="torch.compile the model")
     g.add_argument("--compile-backend", default="inductor",
-                   help="torch.compile backend (default: inductor; aot_eager traces without generating code)")
+                   help="torch.compile backend (default: inductor; 'eager' captures graphs without generating code)")
     g.add_argument("--peak-flops", type=float, default=None,
                    help="peak FLOP/s per device for MFU (default: from PEAK_FLOPS for known GPUs; n/a on CPU)")
     g = p.add_argument_group("output")
@@ -376,6 +376,9 @@ def train(args: argparse.Namespace) -> dict:
                             f"use at most {manifest['seq_len']} or prepare with a larger --seq-len")
     args.seq_len = seq_len
     pad_id = manifest["tokenizer"]["pad_token_id"]
+    if args.objective == "meap" and args.masks == "static" and manifest["counts"]["masked_tokens"] == 0:
+        print(f"note: {args.data!r} was prepared with --mask-ratio 0, so --objective meap trains plain NTP; "
+              "prepare it with --mask-ratio 0.15 for MEAP", file=sys.stderr)
 
     # --- processes and devices: torchrun sets RANK / WORLD_SIZE / LOCAL_RANK
     ddp = "RANK" in os.environ and int(os.environ.get("WORLD_SIZE", "1")) > 1
