@@ -9,6 +9,13 @@ same samples and the same tokens. Read it top to bottom, like nanoGPT's ``train.
     torchrun --nproc_per_node 8 -m meap_data.train_shards --data DIR --out runs/x --compile
     meap-train --data DIR --out runs/meap --resume                  # continue from runs/meap/ckpt.pt
 
+Each step: --grad-accum micro-batches of --batch-size samples per rank from the shard
+loader (rank r takes its slice of every global batch), AdamW with warmup + cosine,
+gradient clipping; bf16 autocast on CUDA. The last --eval-samples samples of the dataset
+are held out and evaluated every --eval-interval steps. OUT/ckpt.pt holds the model,
+optimiser, step, schedule, each rank's loader state and RNG states: --resume continues
+bit for bit on CPU (same flags, same process count).
+
 Performance accounting (printed every --log-interval steps and appended to
 ``OUT/metrics.jsonl``):
 
@@ -17,10 +24,10 @@ Performance accounting (printed every --log-interval steps and appended to
   model computes on them).
 - MFU (model FLOPs utilisation) = tokens/s x FLOPs per token / (peak FLOP/s x GPUs), with
   FLOPs per token = 6 N + 12 n_layer n_embd seq_len (PaLM, appendix B; nanoGPT):
-  N = parameters that do matmuls (the tied token table counts, as it is the output layer;
-  the position table does not), 6 = 2 FLOPs per multiply-add x 3 (forward, and the two
-  backward matmuls); the second term is attention's QK^T and AV over the full L x L
-  square. Peak: dense bf16 tensor-core FLOP/s from NVIDIA's data sheets, see PEAK_FLOPS
+  N = parameters that do matmuls (the output layer counts, tied to the token table or
+  not; tables that are only looked up do not), 6 = 2 FLOPs per multiply-add x 3
+  (forward, and the two backward matmuls); the second term is attention's QK^T and AV
+  over the full L x L square. Peak: dense bf16 tensor-core FLOP/s from NVIDIA's data sheets, see PEAK_FLOPS
   (H100 SXM and H200: 989 TFLOP/s; H100 PCIe: 756). On CPU, or an unlisted GPU, MFU is
   n/a unless --peak-flops gives the figure.
 - data wait: host wall time spent getting batches from the loader and handing them to
@@ -51,12 +58,12 @@ from .manifest import read_manifest
 from .model import GPT, IGNORE_INDEX, ModelConfig, flops_per_token
 
 # Dense bf16 tensor-core peak, FLOP/s, by a substring of torch.cuda.get_device_name();
-# first match wins, so the PCIe H100 comes before the generic H100 (SXM).
+# first match wins, so the PCIe and NVL H100s come before the generic H100 (SXM).
 PEAK_FLOPS = (
     ("H100 PCIe", 756e12),
-    ("H100", 989e12),
-    ("H200", 989e12),
-    ("GH200", 989e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),  # SXM ("NVIDIA H100 80GB HBM3")
+    ("H200", 989e12),  # also GH200
     ("A100", 312e12),
 )
 CHECKPOINT = "ckpt.pt"
@@ -159,15 +166,18 @@ def lr_at(step: int, args: argparse.Namespace) -> float:
     return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (args.lr - min_lr)
 
 
+def peak_flops_of(device_name: str) -> float | None:
+    """Dense bf16 peak FLOP/s of a GPU named ``device_name`` (as torch.cuda reports it),
+    None when the table does not know it."""
+    return next((flops for key, flops in PEAK_FLOPS if key in device_name), None)
+
+
 def peak_flops(device: torch.device, override: float | None) -> float | None:
-    """Peak dense bf16 FLOP/s of one device: ``override`` if given, else the PEAK_FLOPS
-    entry for a known GPU, else None (MFU is then reported as n/a)."""
+    """Peak FLOP/s of one device: ``override`` if given, else the PEAK_FLOPS entry for a
+    known GPU, else None (MFU is then reported as n/a)."""
     if override:
         return override
-    if device.type != "cuda":
-        return None
-    name = torch.cuda.get_device_name(device)
-    return next((flops for key, flops in PEAK_FLOPS if key in name), None)
+    return peak_flops_of(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
 
 
 def make_optimizer(model: GPT, args: argparse.Namespace) -> torch.optim.AdamW:

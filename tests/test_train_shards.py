@@ -265,8 +265,10 @@ def test_124m_config_has_gpt2_small_size_and_documented_flops():
 def test_peak_flops_table_and_override():
     assert train_shards.peak_flops(torch.device("cpu"), None) is None  # MFU n/a on CPU
     assert train_shards.peak_flops(torch.device("cpu"), 2e12) == 2e12
-    table = dict(train_shards.PEAK_FLOPS)
-    assert table["H100"] == table["H200"] == 989e12 and table["H100 PCIe"] == 756e12
+    of = train_shards.peak_flops_of
+    assert of("NVIDIA H100 80GB HBM3") == of("NVIDIA H200") == of("NVIDIA GH200 480GB") == 989e12
+    assert of("NVIDIA H100 PCIe") == 756e12 and of("NVIDIA H100 NVL") == 835e12
+    assert of("NVIDIA GeForce RTX 4090") is None
 
 
 def _main_error(argv) -> tuple[int, str]:
