@@ -12,7 +12,8 @@ same samples and the same tokens. Read it top to bottom, like nanoGPT's ``train.
 Each step: --grad-accum micro-batches of --batch-size samples per rank from the shard
 loader (rank r takes its slice of every global batch), AdamW with warmup + cosine,
 gradient clipping; bf16 autocast on CUDA. The last --eval-samples samples of the dataset
-are held out and evaluated every --eval-interval steps. OUT/ckpt.pt holds the model,
+are held out and evaluated every --eval-interval steps, on clean inputs for both
+objectives (the comparable number) and, for MEAP, also on masked inputs. OUT/ckpt.pt holds the model,
 optimiser, step, schedule, each rank's loader state and RNG states: --resume continues
 bit for bit on CPU (same flags, same process count).
 
@@ -341,26 +342,32 @@ def load_checkpoint(path: str, args, dataset_hash: str, world: int) -> tuple[dic
 
 @torch.no_grad()
 def evaluate(model, loader: ShardLoader | None, start: dict | None, args, pad_id: int, seq_len: int,
-             device: torch.device, autocast) -> float | None:
-    """Mean loss (nats per supervised token, averaged over batches and ranks) on the
-    held-out samples, from the first batch each time; None when nothing is held out."""
+             device: torch.device, autocast) -> dict | None:
+    """Held-out losses (nats per supervised token, averaged over batches and ranks), from
+    the first held-out batch each time; None when nothing is held out.
+
+    ``clean``: next-token loss on clean inputs, whatever the objective: the number that
+    compares a MEAP run with an NTP run. ``masked`` (MEAP only): the training objective,
+    on the masked inputs."""
     if loader is None:
         return None
     loader.load_state_dict(start)
+    objectives = ("ntp", "meap") if args.objective == "meap" else ("ntp",)
     model.eval()
-    total, count = torch.zeros((), device=device), 0
+    totals, count = torch.zeros(len(objectives), device=device), 0
     for batch in loader:
-        inputs, labels, doc_ids, position_ids = model_inputs(batch, args.objective, pad_id, seq_len, device)
-        with autocast:
-            total += model(inputs, labels, doc_ids, position_ids).float()
+        for i, objective in enumerate(objectives):
+            inputs, labels, doc_ids, position_ids = model_inputs(batch, objective, pad_id, seq_len, device)
+            with autocast:
+                totals[i] += model(inputs, labels, doc_ids, position_ids).float()
         count += 1
         if count == args.eval_batches:
             break
     model.train()
-    mean = total / max(count, 1)
+    means = totals / max(count, 1)
     if dist.is_initialized():
-        dist.all_reduce(mean, op=dist.ReduceOp.AVG)
-    return mean.item()
+        dist.all_reduce(means, op=dist.ReduceOp.AVG)
+    return dict(zip(("clean", "masked"), means.tolist()))
 
 
 def format_seconds(seconds: float) -> str:
@@ -374,8 +381,9 @@ def format_seconds(seconds: float) -> str:
 
 def train(args: argparse.Namespace) -> dict:
     """Run training as configured by ``args`` (see ``build_parser``). Returns the
-    per-step training losses (nats per supervised token), the evaluations
-    ``[(step, loss)]``, the log records, the parameter count and FLOPs per token."""
+    per-step training losses (nats per supervised token), the held-out evaluations on
+    clean inputs ``[(step, loss)]``, the log records, the matmul parameter count and
+    the FLOPs per token."""
     check_args(args)
     manifest = read_manifest(args.data)
     if "arrow" not in manifest["shards"]:
@@ -552,12 +560,14 @@ def train(args: argparse.Namespace) -> dict:
 
             t_aside = time.perf_counter()  # evaluation and checkpoints are not step time
             if (args.eval_interval and step % args.eval_interval == 0) or last_step:
-                eval_loss = evaluate(model, eval_loader, eval_start, args, pad_id, seq_len, device, autocast)
-                if eval_loss is not None:
-                    evals.append((step, eval_loss))
-                    log({"kind": "eval", "step": step, "eval_loss": eval_loss})
+                held_out = evaluate(model, eval_loader, eval_start, args, pad_id, seq_len, device, autocast)
+                if held_out is not None:
+                    evals.append((step, held_out["clean"]))
+                    log({"kind": "eval", "step": step, "eval_loss": held_out["clean"],
+                         "eval_loss_masked": held_out.get("masked")})
                     if master and not args.quiet:
-                        print(f"eval {step:>6}/{stop} | held-out loss {eval_loss:.4f}", flush=True)
+                        masked = f" | masked inputs {held_out['masked']:.4f}" if "masked" in held_out else ""
+                        print(f"eval {step:>6}/{stop} | held-out loss {held_out['clean']:.4f}{masked}", flush=True)
 
             if save_now:
                 mine = {"loader": loader_state, "rng": rng_state()}
