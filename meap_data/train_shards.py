@@ -458,8 +458,11 @@ def train(args: argparse.Namespace) -> dict:
                 print(f"note: resuming with a different {', '.join(changed)} than the checkpoint: training "
                       "continues at the next sample, but not as the uninterrupted run would have", flush=True)
             del state
-        elif master and os.path.exists(os.path.join(args.out, METRICS)):
-            os.remove(os.path.join(args.out, METRICS))  # a new run starts a new log
+        elif master:
+            if os.path.exists(ckpt_path) and not args.quiet:
+                print(f"note: starting a new run; {ckpt_path} will be replaced (pass --resume to continue it)")
+            if os.path.exists(os.path.join(args.out, METRICS)):
+                os.remove(os.path.join(args.out, METRICS))  # a new run starts a new log
 
         model = torch.compile(raw_model, backend=args.compile_backend) if args.compile else raw_model
         if ddp:
