@@ -181,6 +181,15 @@ def test_torch_workers_deliver_the_single_process_sequence(packed_ds):
         assert loader.state_dict()["epoch"] == 1 and loader.state_dict()["position"] == 0
 
 
+def test_worker_loader_leaves_the_global_torch_rng_alone(packed_ds):
+    torch.manual_seed(123)
+    expected = torch.rand(3)
+    torch.manual_seed(123)
+    for _ in ShardDataLoader(ShardIterableDataset(packed_ds, 8, seed=2, fields=("keys",)), num_workers=2):
+        pass
+    assert torch.equal(torch.rand(3), expected)  # a trainer's dropout stream is unchanged
+
+
 # --------------------------------------------------------------------------- resume
 
 

@@ -130,6 +130,9 @@ class ShardDataLoader:
             self.dataset, batch_size=None, num_workers=self.num_workers, pin_memory=_can_pin(self.pin_memory),
             prefetch_factor=self.prefetch_factor, multiprocessing_context=self.multiprocessing_context,
             timeout=self.timeout, persistent_workers=False,
+            # A private generator: DataLoader draws its workers' base seed from it, which
+            # would otherwise consume the global torch RNG (and shift a trainer's dropout).
+            generator=torch.Generator().manual_seed(epoch),
         )
         delivered = 0
         for batch in torch_loader:
