@@ -68,8 +68,49 @@ def _open_binary(path: str):
     if lower.endswith((".zst", ".zstd")):
         import zstandard
 
-        return zstandard.ZstdDecompressor().stream_reader(raw, read_across_frames=True, closefd=True)
+        return io.BufferedReader(_ZstdFrames(raw))
     return raw
+
+
+class _ZstdFrames(io.RawIOBase):
+    """Decompresses concatenated zstd frames and, unlike zstandard's stream_reader,
+    raises EOFError when the input ends inside a frame (a truncated file)."""
+
+    def __init__(self, raw):
+        import zstandard
+
+        self._raw = raw
+        self._new = zstandard.ZstdDecompressor().decompressobj
+        self._obj = self._new()
+        self._started = False
+        self._pending = b""
+        self._offset = 0  # into _pending: slicing it per read would copy it again and again
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buffer) -> int:
+        while self._offset >= len(self._pending):
+            self._pending, self._offset = b"", 0
+            chunk = self._raw.read(1 << 20)
+            if not chunk:
+                if self._started and not self._obj.eof:
+                    raise EOFError("zstd stream ends inside a frame (truncated file)")
+                return 0
+            while chunk:
+                if self._obj.eof:  # the next frame starts
+                    self._obj = self._new()
+                self._started = True
+                self._pending += self._obj.decompress(chunk)
+                chunk = self._obj.unused_data if self._obj.eof else b""
+        n = min(len(buffer), len(self._pending) - self._offset)
+        buffer[:n] = memoryview(self._pending)[self._offset : self._offset + n]
+        self._offset += n
+        return n
+
+    def close(self) -> None:
+        self._raw.close()
+        super().close()
 
 
 LINE_CHUNK = 1 << 20
@@ -154,33 +195,33 @@ def _lines_in_range(frange: FileRange) -> Iterator[tuple[int, bytes]]:
             number += 1
 
 
-def _read_jsonl(frange: FileRange, text_field: str) -> Iterator[Document | Rejected]:
+def _is_decompression_error(exc: BaseException) -> bool:
+    # zstandard raises its own ZstdError; gzip raises EOFError, zlib.error or BadGzipFile.
+    return isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)) or type(exc).__name__ == "ZstdError"
+
+
+def json_lines(frange: FileRange) -> Iterator[tuple[str, object] | Rejected]:
+    """``(where, parsed value)`` per JSON line of the range (``where`` = ``relpath:line``),
+    or a :class:`Rejected` for a line that is not UTF-8 or not JSON, and one for the lost
+    tail of a truncated or corrupt compressed file. Blank lines are skipped."""
     f = frange.file
     number = 0
     try:
         for number, line in _lines_in_range(frange):
-            fallback = f"{f.relpath}:{number}"
+            where = f"{f.relpath}:{number}"
             if not line.strip():
                 continue  # blank lines are layout, not records
             try:
                 text = line.decode("utf-8")
             except UnicodeDecodeError as exc:
-                yield Rejected(fallback, "invalid_utf8", f"byte {exc.start} of the line: {exc.reason}")
+                yield Rejected(where, "invalid_utf8", f"byte {exc.start} of the line: {exc.reason}")
                 continue
             try:
-                record = json.loads(text)
+                yield where, json.loads(text)
             except json.JSONDecodeError as exc:
-                yield Rejected(fallback, "invalid_json", f"{exc.msg} at column {exc.colno}")
-                continue
-            yield _record_to_doc(record, text_field, fallback)
-    except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
-        yield Rejected(
-            f"{f.relpath}:{number + 1}",
-            "truncated_or_corrupt_file",
-            f"decompression stopped after line {number}: {exc}; the rest of the file is lost",
-        )
-    except Exception as exc:  # zstandard raises its own ZstdError
-        if type(exc).__name__ != "ZstdError":
+                yield Rejected(where, "invalid_json", f"{exc.msg} at column {exc.colno}")
+    except Exception as exc:
+        if not _is_decompression_error(exc):
             raise
         yield Rejected(
             f"{f.relpath}:{number + 1}",
@@ -189,12 +230,23 @@ def _read_jsonl(frange: FileRange, text_field: str) -> Iterator[Document | Rejec
         )
 
 
+def _read_jsonl(frange: FileRange, text_field: str) -> Iterator[Document | Rejected]:
+    for item in json_lines(frange):
+        if isinstance(item, Rejected):
+            yield item
+        else:
+            where, record = item
+            yield _record_to_doc(record, text_field, where)
+
+
 def _read_text(frange: FileRange) -> Iterator[Document | Rejected]:
     f = frange.file
     with _open_binary(f.path) as stream:
         try:
             data = stream.read()
-        except (EOFError, zlib.error, gzip.BadGzipFile) as exc:
+        except Exception as exc:
+            if not _is_decompression_error(exc):
+                raise
             yield Rejected(f.relpath, "truncated_or_corrupt_file", str(exc))
             return
     try:

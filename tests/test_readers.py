@@ -96,6 +96,24 @@ def test_truncated_gzip_keeps_what_was_read_and_rejects_the_rest(tmp_path):
     assert rejected[0].key == f"cut.jsonl.gz:{len(docs) + 1}"
 
 
+def test_truncated_zstd_and_rust_transcripts_are_rejected_not_crashed(tmp_path):
+    from meap_data.rust.shards import iter_records
+
+    body = "".join(json.dumps({"text": f"line {i} " * 30}) + "\n" for i in range(3000)).encode()
+    data = zstandard.ZstdCompressor().compress(body)
+    (tmp_path / "cut.jsonl.zst").write_bytes(data[: len(data) // 2])
+    items = _read_all(str(tmp_path / "cut.jsonl.zst"))
+    assert isinstance(items[-1], Rejected) and items[-1].reason == "truncated_or_corrupt_file"
+    assert all(isinstance(i, Document) for i in items[:-1]) and 0 < len(items) - 1 < 3000
+
+    (tmp_path / "cut.jsonl.gz").write_bytes(gzip.compress(body)[:5000])
+    f = expand_inputs([str(tmp_path / "cut.jsonl.gz")])[0]
+    rejected = [r for _, r in iter_records(FileRange(f)) if r is not None]
+    # Lines before the damage are not transcript records (schema), the tail is lost: both named.
+    assert rejected[-1].reason == "truncated_or_corrupt_file"
+    assert {r.reason for r in rejected[:-1]} == {"invalid_record"}
+
+
 def test_invalid_utf8_text_file_and_unreadable_file(tmp_path):
     (tmp_path / "bin.txt").write_bytes(b"\xff\xfe\x00garbage\x80")
     os.symlink(tmp_path / "does-not-exist", tmp_path / "dangling.txt")

@@ -44,7 +44,7 @@ from meap_data.errors import MeapDataError
 from meap_data.inputs import FileRange, InputFile, WorkUnit
 from meap_data.keys import hash64, sample_key
 from meap_data.process import UnitProcessor, UnitResult
-from meap_data.readers import _lines_in_range
+from meap_data.readers import json_lines
 from meap_data.rust.masking import IGNORE_INDEX, MIN_ANSWER_TOKENS, SftRow, meap_sft
 from meap_data.rust.records import validate_record
 from meap_data.rust.render import diagnose_layout, repair_layout, transcript_text
@@ -110,20 +110,11 @@ def iter_records(frange: FileRange) -> Iterator[tuple[dict[str, Any] | None, Rej
             "record sources first with 'meap-data rust harvest SRC... --output FILE.jsonl'"))
         return
     try:
-        for number, line in _lines_in_range(frange):
-            where = f"{f.relpath}:{number}"
-            if not line.strip():
-                continue  # blank lines are layout, not records
-            try:
-                text = line.decode("utf-8")
-            except UnicodeDecodeError as exc:
-                yield None, Rejected(where, "invalid_utf8", f"byte {exc.start} of the line: {exc.reason}")
+        for item in json_lines(frange):
+            if isinstance(item, Rejected):
+                yield None, item
                 continue
-            try:
-                record = json.loads(text)
-            except json.JSONDecodeError as exc:
-                yield None, Rejected(where, "invalid_json", f"{exc.msg} at column {exc.colno}")
-                continue
+            where, record = item
             problem = validate_record(record)
             if problem is not None:
                 yield None, Rejected(where, "invalid_record", f"{problem}; see schemas/rust_transcript.schema.json")
