@@ -46,3 +46,28 @@ def tokenizer_path(tmp_path_factory, stdlib) -> str:
     path = tmp_path_factory.mktemp("tok") / "tokenizer.json"
     path.write_text(info.json, encoding="utf-8")
     return str(path)
+
+
+@pytest.fixture(scope="session")
+def rust_toolchain():
+    """The local Rust toolchain; the test skips, saying why, where rustc is missing."""
+    from meap_data.errors import MeapDataError
+    from meap_data.rust.harvest import find_toolchain
+
+    try:
+        return find_toolchain()
+    except MeapDataError as e:
+        pytest.skip(f"rustc not found on PATH: {e}")
+
+
+@pytest.fixture(scope="session")
+def rust_docs_toolchain(rust_toolchain):
+    """The toolchain, when its error index (the rust-docs component) is installed."""
+    from meap_data.errors import MeapDataError
+    from meap_data.rust.error_index import error_codes_dir
+
+    try:
+        error_codes_dir(rust_toolchain)
+    except MeapDataError as e:
+        pytest.skip(f"error index not installed (rustup component add rust-docs): {e}")
+    return rust_toolchain

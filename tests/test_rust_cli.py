@@ -72,11 +72,8 @@ def test_subcommand_is_required(capsys):
 
 
 @pytest.fixture(scope="module")
-def toolchain() -> H.Toolchain:
-    try:
-        return H.find_toolchain()
-    except MeapDataError as e:
-        pytest.skip(f"rustc not found on PATH: {e}")
+def toolchain(rust_toolchain) -> H.Toolchain:
+    return rust_toolchain
 
 
 def test_harvest_and_error_index_leaves(toolchain, tmp_path, capsys):

@@ -76,16 +76,8 @@ def test_missing_docs_name_the_path_and_the_fix(tmp_path):
 
 
 @pytest.fixture(scope="module")
-def toolchain() -> H.Toolchain:
-    try:
-        tc = H.find_toolchain()
-    except MeapDataError as e:
-        pytest.skip(f"rustc not found on PATH: {e}")
-    try:
-        EI.error_codes_dir(tc)
-    except MeapDataError as e:
-        pytest.skip(f"error index not installed: {e}")
-    return tc
+def toolchain(rust_docs_toolchain) -> H.Toolchain:
+    return rust_docs_toolchain
 
 
 @pytest.fixture(scope="module")

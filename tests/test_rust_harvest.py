@@ -53,11 +53,8 @@ SLOW = (
 
 
 @pytest.fixture(scope="module")
-def toolchain() -> H.Toolchain:
-    try:
-        return H.find_toolchain()
-    except MeapDataError as e:
-        pytest.skip(f"rustc not found on PATH: {e}")
+def toolchain(rust_toolchain) -> H.Toolchain:
+    return rust_toolchain
 
 
 def write_tree(root: Path) -> Path:

@@ -20,11 +20,9 @@ import pytest
 
 from meap_data.cli import main
 from meap_data.config import PrepareConfig
-from meap_data.errors import MeapDataError
 from meap_data.manifest import read_manifest
 from meap_data.prepare import run_prepare
 from meap_data.rust import error_index as EI
-from meap_data.rust import harvest as H
 from meap_data.rust.masking import IGNORE_INDEX, MIN_ANSWER_TOKENS
 from meap_data.rust.render import diagnose_layout, repair_layout
 from meap_data.rust.shards import NO_CODE, is_eval_code, primary_code
@@ -37,16 +35,9 @@ BAD_REASONS = {"invalid_json": 1, "invalid_record": 1, "timed_out": 1, "no_diagn
 
 
 @pytest.fixture(scope="module")
-def corpus(tmp_path_factory) -> tuple[str, list[dict]]:
+def corpus(tmp_path_factory, rust_docs_toolchain) -> tuple[str, list[dict]]:
     """A glob over 40 error-index records plus a file of one bad record per reason."""
-    try:
-        toolchain = H.find_toolchain()
-    except MeapDataError as e:
-        pytest.skip(f"rustc not found on PATH: {e}")
-    try:
-        EI.error_codes_dir(toolchain)
-    except MeapDataError as e:
-        pytest.skip(f"error index not installed (rustup component add rust-docs): {e}")
+    toolchain = rust_docs_toolchain
     root = tmp_path_factory.mktemp("rust-corpus")
     EI.build_corpus(root / "a-error-index.jsonl", limit=40, jobs=2, toolchain=toolchain)
     records = [json.loads(line) for line in (root / "a-error-index.jsonl").read_text().splitlines()]
