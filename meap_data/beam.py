@@ -1,4 +1,5 @@
-"""Apache Beam transforms: thin composites over the Beam-free core in :mod:`process`.
+"""Apache Beam transforms: thin composites over the Beam-free core (:mod:`process` and
+the data kind's unit processor, looked up in :mod:`meap_data.kinds`).
 
 The data flow: planned work units -> spread over workers -> each unit read, tokenized,
 packed, masked and written as its own shard -> per-unit counts gathered -> manifest.
@@ -14,6 +15,7 @@ from apache_beam.metrics import Metrics
 
 from .config import PrepareConfig
 from .inputs import WorkUnit
+from .kinds import get_kind, resolve_config
 from .manifest import build_manifest, write_manifest
 from .tokenizer import TokenizerInfo
 
@@ -23,7 +25,7 @@ class ProcessUnitFn(beam.DoFn):
     (atomically, under names fixed by the unit index, so a retried bundle is harmless)."""
 
     def __init__(self, config: PrepareConfig, tokenizer: TokenizerInfo, output_dir: str, total_units: int):
-        self.config = config
+        self.config = resolve_config(config)
         self.tokenizer = tokenizer
         self.output_dir = output_dir
         self.total_units = total_units
@@ -33,9 +35,8 @@ class ProcessUnitFn(beam.DoFn):
         self._samples = Metrics.counter("meap_data", "samples")
 
     def setup(self):
-        from .process import make_processor
-
-        self._processor = make_processor(self.config, self.tokenizer, self.output_dir, self.total_units)
+        kind = get_kind(self.config.kind)
+        self._processor = kind.make_processor(self.config, self.tokenizer, self.output_dir, self.total_units)
 
     def process(self, unit_json: dict):
         result = self._processor.process(WorkUnit.from_json(unit_json))
@@ -50,20 +51,14 @@ class WriteManifestFn(beam.DoFn):
     """All unit results in, the manifest out (written last, atomically)."""
 
     def __init__(self, config: PrepareConfig, tokenizer: TokenizerInfo, output_dir: str):
-        self.config = config
+        self.config = resolve_config(config)
         self.tokenizer = tokenizer
         self.output_dir = output_dir
 
     def process(self, results: list[dict]):
-        manifest = build_manifest(self.config, self.tokenizer, results)
-        if self.config.kind == "rust":
-            # Which primary codes this split holds (records per code), so anyone can
-            # check that train and eval share none without reading the shards.
-            codes: dict[str, int] = {}
-            for r in results:
-                for code, n in r.get("codes", {}).items():
-                    codes[code] = codes.get(code, 0) + n
-            manifest["codes"] = dict(sorted(codes.items()))
+        kind = get_kind(self.config.kind)
+        manifest = build_manifest(self.config, self.tokenizer, kind.mask_rule(self.config, self.tokenizer), results)
+        manifest.update(kind.manifest_extras(self.config, results))
         write_manifest(self.output_dir, manifest)
         yield manifest
 

@@ -8,6 +8,7 @@ import logging
 import sys
 
 from .errors import MeapDataError
+from .kinds import get_kind, kind_names
 
 
 def _add_prepare(sub) -> None:
@@ -23,7 +24,7 @@ def _add_prepare(sub) -> None:
                    help="input files: .jsonl/.json (optionally .gz/.zst), .parquet, a datasets "
                    "save_to_disk directory, or anything else as one text document per file")
     p.add_argument("--output", required=True, metavar="DIR", help="dataset directory to write")
-    p.add_argument("--kind", choices=("text", "rust"), default="text", help="input kind (default: text)")
+    p.add_argument("--kind", choices=kind_names(), default="text", help="input kind (default: text)")
     p.add_argument("--tokenizer", metavar="PATH_OR_NAME",
                    help="tokenizer.json path or hub name; default: train a byte-level BPE on the inputs")
     p.add_argument("--eos-token", help="end-of-document token (added when absent; default: detected, else <|endoftext|>)")
@@ -40,36 +41,20 @@ def _add_prepare(sub) -> None:
     p.add_argument("--input-bytes-per-shard", type=int, default=64 << 20,
                    help="input bytes grouped into one output shard; also the byte-range size large JSON-lines files are cut into (default: 64 MiB)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --output")
-    rust = p.add_argument_group(
-        "--kind rust", "transcript JSONL from 'meap-data rust harvest' / 'rust error-index'; writes two "
-        "datasets, DIR/train and DIR/eval, split by each record's primary error code")
-    rust.add_argument("--task", choices=("repair", "diagnose", "transcript"), default="repair",
-                      help="repair: source + compiler output -> fixed source (records without a fix are "
-                      "rejected as no_fix); diagnose: source -> compiler output; transcript: the record as "
-                      "packed pre-training text (default: repair)")
-    rust.add_argument("--sft-layout", choices=("rows", "concat"), default="rows",
-                      help="MEAP-SFT clean and masked copies as consecutive samples (rows) or one "
-                      "sample holding both (concat) (default: rows)")
-    rust.add_argument("--eval-codes", default="", metavar="E0308,E0382,...",
-                      help="primary codes held out for DIR/eval by name (comma list)")
-    rust.add_argument("--eval-fraction", type=float, default=None, metavar="F",
-                      help="share of primary codes held out by a hash of the code (default: 0.1 without "
-                      "--eval-codes, 0 with them; both together hold out the union)")
-    p.set_defaults(func=_cmd_prepare, accepts_beam_args=True)
+    kind_flags = {name: get_kind(name).add_arguments(p) for name in kind_names()}
+    p.set_defaults(func=_cmd_prepare, accepts_beam_args=True, kind_flags=kind_flags, prepare_parser=p)
 
 
 def _cmd_prepare(args, beam_args: list[str]) -> int:
     from .config import PrepareConfig
     from .prepare import format_summary, run_prepare
 
-    if args.kind != "rust":
-        # Rust-only options on a text run would silently do nothing.
-        given = [flag for flag, value, default in (
-            ("--task", args.task, "repair"), ("--sft-layout", args.sft_layout, "rows"),
-            ("--eval-codes", args.eval_codes, ""), ("--eval-fraction", args.eval_fraction, None),
-        ) if value != default]
-        if given:
-            raise MeapDataError(f"{', '.join(given)} apply to --kind rust only; drop them or pass --kind rust")
+    # Another kind's flags on this run would silently do nothing.
+    for name, dests in args.kind_flags.items():
+        given = [f"--{d.replace('_', '-')}" for d in dests if getattr(args, d) != args.prepare_parser.get_default(d)]
+        if name != args.kind and given:
+            raise MeapDataError(f"{', '.join(given)} apply to --kind {name} only; drop them or pass --kind {name}")
+    kind = get_kind(args.kind)
     config = PrepareConfig(
         inputs=tuple(args.input),
         kind=args.kind,
@@ -81,23 +66,14 @@ def _cmd_prepare(args, beam_args: list[str]) -> int:
         pack=not args.no_pack,
         mask_special_tokens=not args.no_mask_special_tokens,
         input_bytes_per_shard=args.input_bytes_per_shard,
-        task=args.task,
-        sft_layout=args.sft_layout,
-        eval_codes=tuple(c for c in args.eval_codes.split(",") if c.strip()),
-        eval_fraction=args.eval_fraction,
+        options=kind.options_from_args(args),
     )
     outcome = run_prepare(config, args.output, args.tokenizer, beam_args, args.overwrite, args.eos_token)
-    if not outcome.splits:
-        print(format_summary(outcome.manifest, outcome.run_info))
-        print(f"dataset written to {args.output}")
-        return 0
-    import os
-
-    for split, part in outcome.splits.items():
-        codes = part.manifest.get("codes", {})
-        print(f"== {split}: {len(codes)} primary codes ({', '.join(list(codes)[:12])}{', ...' if len(codes) > 12 else ''})")
+    for name, part in outcome.datasets.items():
+        if len(outcome.datasets) > 1:
+            print(f"== {name}: {kind.describe(part.manifest)}")
         print(format_summary(part.manifest, part.run_info))
-        print(f"dataset written to {os.path.join(args.output, split)}")
+        print(f"dataset written to {part.directory}")
     return 0
 
 

@@ -6,74 +6,68 @@ import numpy as np
 
 from . import storage
 from .errors import MeapDataError
-from .manifest import read_manifest
-from .masking import IGNORE_INDEX
+from .manifest import DatasetManifest
+from .sample_format import IGNORE_INDEX, INPUT_IDS_MEMBER, LABELS_MEMBER, META_FIELDS, META_MEMBER
 
 MASK_OPEN, MASK_CLOSE = "[[", "]]"
 DOC_BREAK = "\n----- document boundary -----\n"
 
 
 def read_sample(directory: str, index: int) -> dict:
-    """Sample ``index`` (0-based, global order) as a dict of numpy arrays and metadata."""
+    """Sample ``index`` (0-based, global order): ``input_ids`` and ``labels`` as numpy
+    arrays, and the other fields of :mod:`meap_data.sample_format`."""
     import pyarrow as pa
 
-    manifest = read_manifest(directory)
-    total = manifest["counts"]["samples"]
-    if not 0 <= index < total:
-        raise MeapDataError(f"--index {index} is out of range: the dataset has {total} samples")
-    if "arrow" in manifest["shards"]:
-        for entry in manifest["shards"]["arrow"]:
-            if entry["first_sample"] <= index < entry["first_sample"] + entry["samples"]:
-                with storage.open_read(storage.join(directory, entry["path"])) as f:
-                    table = pa.ipc.open_stream(f).read_all()
-                row = table.slice(index - entry["first_sample"], 1).to_pylist()[0]
-                return {
-                    "key": row["key"],
-                    "input_ids": np.asarray(row["input_ids"], dtype=np.int32),
-                    "labels": np.asarray(row["labels"], dtype=np.int32),
-                    "doc_offsets": row["doc_offsets"],
-                    "doc_keys": row["doc_keys"],
-                    "length": row["length"],
-                }
-    return _read_webdataset_sample(directory, manifest, index)
+    manifest = DatasetManifest.read(directory)
+    if not 0 <= index < manifest.samples:
+        raise MeapDataError(f"--index {index} is out of range: the dataset has {manifest.samples} samples")
+    fmt = "arrow" if "arrow" in manifest.formats else "webdataset"
+    entry = next(e for e in manifest.shards(fmt) if e["first_sample"] <= index < e["first_sample"] + e["samples"])
+    local = index - entry["first_sample"]
+    with storage.open_read(storage.join(directory, entry["path"])) as f:
+        if fmt == "arrow":
+            row = pa.ipc.open_stream(f).read_all().slice(local, 1).to_pylist()[0]
+            meta = {name: row[name] for name in META_FIELDS}
+            ids, labels = row["input_ids"], row["labels"]
+        else:
+            meta, ids, labels = _read_tar_sample(f, local)
+    return {**meta, "input_ids": np.asarray(ids, dtype=np.int32), "labels": np.asarray(labels, dtype=np.int32)}
 
 
-def _read_webdataset_sample(directory: str, manifest: dict, index: int) -> dict:
+def _read_tar_sample(f, local: int) -> tuple[dict, np.ndarray, np.ndarray]:
     import io
     import json
     import tarfile
 
-    for entry in manifest["shards"]["webdataset"]:
-        if entry["first_sample"] <= index < entry["first_sample"] + entry["samples"]:
-            want = index - entry["first_sample"]
-            members: dict[str, bytes] = {}
-            group, current = -1, None
-            with storage.open_read(storage.join(directory, entry["path"])) as f, tarfile.open(fileobj=f, mode="r|") as tar:
-                for member in tar:
-                    key, _, ext = member.name.partition(".")
-                    if key != current:
-                        current, group = key, group + 1
-                    if group > want:
-                        break
-                    if group == want:
-                        members[ext] = tar.extractfile(member).read()
-            meta = json.loads(members["json"])
-            return {
-                "key": meta["key"],
-                "input_ids": np.load(io.BytesIO(members["input_ids.npy"]), allow_pickle=False),
-                "labels": np.load(io.BytesIO(members["labels.npy"]), allow_pickle=False),
-                "doc_offsets": meta["doc_offsets"],
-                "doc_keys": meta["doc_keys"],
-                "length": meta["length"],
-            }
-    raise MeapDataError(f"sample {index} not found in {directory!r}")
+    members: dict[str, bytes] = {}
+    group, current = -1, None
+    with tarfile.open(fileobj=f, mode="r|") as tar:
+        for member in tar:
+            key, _, suffix = member.name.partition(".")
+            if key != current:
+                current, group = key, group + 1
+            if group > local:
+                break
+            if group == local:
+                members[suffix] = tar.extractfile(member).read()
+    meta = json.loads(members[META_MEMBER])
+    return (meta, np.load(io.BytesIO(members[INPUT_IDS_MEMBER]), allow_pickle=False),
+            np.load(io.BytesIO(members[LABELS_MEMBER]), allow_pickle=False))
+
+
+def masked_positions(sample: dict, mask_id: int) -> np.ndarray:
+    """Bool over the sample's real tokens: the input is the mask id and the label holds
+    another (clean) token there."""
+    n = int(sample["length"])
+    ids, labels = sample["input_ids"][:n], sample["labels"][:n]
+    return (ids == mask_id) & (labels != mask_id) & (labels != IGNORE_INDEX)
 
 
 def render_sample(sample: dict, tokenizer, mask_id: int) -> str:
     """Text of the sample; masked tokens shown as ``[[clean text]]``, documents separated."""
     ids, labels = sample["input_ids"], sample["labels"]
     n = int(sample["length"])
-    masked = (ids[:n] == mask_id) & (labels[:n] != mask_id) & (labels[:n] != IGNORE_INDEX)
+    masked = masked_positions(sample, mask_id)
     starts = set(sample["doc_offsets"][1:])
     pieces: list[str] = []
     run: list[int] = []
@@ -102,12 +96,12 @@ def inspect_dataset(directory: str, index: int = 0) -> str:
     """A printable report of sample ``index``."""
     from tokenizers import Tokenizer
 
-    manifest = read_manifest(directory)
+    manifest = DatasetManifest.read(directory)
     sample = read_sample(directory, index)
     tok = Tokenizer.from_str(storage.read_bytes(storage.join(directory, "tokenizer.json")).decode("utf-8"))
-    mask_id = manifest["mask_token_id"]
+    mask_id = manifest.mask_token_id
     n = int(sample["length"])
-    n_masked = int(((sample["input_ids"][:n] == mask_id) & (sample["labels"][:n] != mask_id)).sum())
+    n_masked = int(masked_positions(sample, mask_id).sum())
     header = [
         f"sample {index} key={sample['key']} tokens={n}/{len(sample['labels'])} masked={n_masked} "
         f"(shown as {MASK_OPEN}text{MASK_CLOSE})",

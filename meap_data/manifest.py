@@ -1,17 +1,22 @@
-"""The manifest (written last: its presence means the dataset is complete) and the
-Hugging Face ``datasets`` metadata that makes ``load_from_disk(DIR/arrow)`` work."""
+"""The manifest (written last: its presence means the dataset is complete), the typed
+view every reader goes through (:class:`DatasetManifest`), and the Hugging Face
+``datasets`` metadata that makes ``load_from_disk(DIR/arrow)`` work."""
 
 from __future__ import annotations
 
 import json
+from dataclasses import dataclass
+from functools import cached_property
 
 from . import storage
 from .config import PrepareConfig
 from .errors import DatasetIncompleteError, MeapDataError
-from .shards import SAMPLE_SCHEMA
+from .masking import MaskRule, rule_from_json
+from .sample_format import ARROW_DIR, SAMPLE_SCHEMA
 from .tokenizer import TokenizerInfo
 
-SCHEMA_VERSION = 1
+# 2: samples carry mask_span; the manifest records its mask_rule.
+SCHEMA_VERSION = 2
 MANIFEST = "manifest.json"
 RUN_INFO = "run_info.json"
 
@@ -21,8 +26,9 @@ def dumps(data: dict) -> bytes:
     return (json.dumps(data, sort_keys=True, indent=2, ensure_ascii=False) + "\n").encode("utf-8")
 
 
-def build_manifest(config: PrepareConfig, tokenizer: TokenizerInfo, results: list[dict]) -> dict:
-    """Merge per-unit results (in unit order) into the manifest dict."""
+def build_manifest(config: PrepareConfig, tokenizer: TokenizerInfo, rule: MaskRule, results: list[dict]) -> dict:
+    """Merge per-unit results (in unit order) into the manifest dict; ``rule`` is the
+    mask rule the samples were masked with."""
     results = sorted(results, key=lambda r: r["index"])
     rejected: dict[str, int] = {}
     counts = {k: 0 for k in ("documents_read", "documents_written", "samples", "tokens",
@@ -55,6 +61,7 @@ def build_manifest(config: PrepareConfig, tokenizer: TokenizerInfo, results: lis
         "config_hash": config.hash(tokenizer.sha256),
         "tokenizer": tokenizer.manifest_entry(),
         "mask_token_id": tokenizer.mask_token_id,
+        "mask_rule": rule.to_json(),
         "seq_len": config.seq_len,
         "counts": counts,
         "shards": shards,
@@ -92,8 +99,8 @@ def write_hf_metadata(output_dir: str, manifest: dict) -> None:
         "_output_all_columns": False,
         "_split": None,
     }
-    storage.write_bytes_atomic(storage.join(output_dir, "arrow", "dataset_info.json"), dumps(info))
-    storage.write_bytes_atomic(storage.join(output_dir, "arrow", "state.json"), dumps(state))
+    storage.write_bytes_atomic(storage.join(output_dir, ARROW_DIR, "dataset_info.json"), dumps(info))
+    storage.write_bytes_atomic(storage.join(output_dir, ARROW_DIR, "state.json"), dumps(state))
 
 
 def write_manifest(output_dir: str, manifest: dict) -> None:
@@ -119,6 +126,84 @@ def read_manifest(directory: str) -> dict:
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise MeapDataError(
             f"{path!r} has schema_version {manifest.get('schema_version')!r}; this meap-data "
-            f"reads version {SCHEMA_VERSION}"
+            f"reads version {SCHEMA_VERSION}: prepare the dataset again with this version"
         )
     return manifest
+
+
+@dataclass(frozen=True)
+class DatasetManifest:
+    """A complete dataset's manifest, read once, with typed accessors: the one place
+    that knows where in the JSON each fact lives."""
+
+    directory: str
+    data: dict
+
+    @classmethod
+    def read(cls, directory: str) -> "DatasetManifest":
+        return cls(directory, read_manifest(directory))
+
+    @property
+    def config(self) -> dict:
+        return self.data["config"]
+
+    @property
+    def kind(self) -> str:
+        return self.config["kind"]
+
+    @property
+    def seed(self) -> int:
+        """The masking seed the pipeline used."""
+        return int(self.config["seed"])
+
+    @property
+    def seq_len(self) -> int:
+        """Tokens per sample."""
+        return int(self.data["seq_len"])
+
+    @property
+    def config_hash(self) -> str:
+        return self.data["config_hash"]
+
+    @cached_property
+    def mask_rule(self) -> MaskRule:
+        """The rule the samples were masked with (re-draws per epoch in the loader)."""
+        return rule_from_json(self.data["mask_rule"])
+
+    @property
+    def mask_token_id(self) -> int:
+        return int(self.data["mask_token_id"])
+
+    @property
+    def pad_token_id(self) -> int:
+        return int(self.data["tokenizer"]["pad_token_id"])
+
+    @property
+    def eos_token_id(self) -> int:
+        return int(self.data["tokenizer"]["eos_token_id"])
+
+    @property
+    def vocab_size(self) -> int:
+        """Tokens in the vocabulary, special tokens included."""
+        return int(self.data["tokenizer"]["vocab_size"])
+
+    @property
+    def counts(self) -> dict:
+        return self.data["counts"]
+
+    @property
+    def samples(self) -> int:
+        return int(self.counts["samples"])
+
+    @property
+    def masked_tokens(self) -> int:
+        return int(self.counts["masked_tokens"])
+
+    @property
+    def formats(self) -> tuple[str, ...]:
+        """The formats the dataset was written in."""
+        return tuple(self.data["shards"])
+
+    def shards(self, fmt: str) -> list[dict]:
+        """The shard entries of one format ({path, bytes, sha256, samples, first_sample})."""
+        return self.data["shards"][fmt]

@@ -1,34 +1,55 @@
-"""MEAP masking as a pure, vectorised function of (seed, sample key[, epoch]).
+"""MEAP masks: every rule in one place, over one keyed random stream.
 
-Pre-training (arXiv 2502.07490, official ``meap_1b.py``): per sequence an exact count
-``max(1, int(L * ratio))`` of input positions, drawn uniformly without replacement and
-never the last position, is replaced by the ``[MASK]`` id; labels stay the clean tokens.
+A *mask rule* says which input positions of a sample are replaced by the ``[MASK]`` id
+and what the labels become. Rules are named; a dataset's manifest records its rule with
+the parameters (``{"name": "pretrain", "ratio": 0.15, ...}``), and the loader re-draws
+masks per epoch with that same rule (:func:`rule_from_json`).
 
-Unlike the official code (``random.seed(50 + step % 51)``: 51 patterns, one per batch),
-each row's positions come from its own counter-based stream keyed by
-``hash(seed, epoch) + key``, so a sample gets the same mask whatever batch, worker, rank
-or runner computes it.
+- ``pretrain`` (arXiv 2502.07490, official ``meap_1b.py``): per sample an exact count
+  ``max(1, int(L * ratio))`` of positions (L = real tokens), uniformly without
+  replacement, never the last position; labels stay the clean ids everywhere.
+- ``sft`` (official ``MEAP-SFT.py``): every (prompt, answer) example gives a clean copy
+  (prompt labels -100, answer and eos supervised) and, when the answer has more than
+  ``min_answer_tokens`` tokens, a masked copy: ``max(1, int(n * ratio))`` of its n answer
+  positions masked, labels only there. The copies are consecutive samples (layout
+  ``rows``) or one sample holding both (``concat``).
 
-How: a partial Fisher-Yates shuffle, vectorised across rows. Its k random draws per row
-are splitmix64 outputs of (row word, draw index): no per-row generator objects, and the
-k-step loop runs over whole batches, which keeps it above 100 M tokens/s.
+Both draw positions from each sample's ``mask_span`` (see :mod:`meap_data.sample_format`):
+``[0, L - 1)`` for pretrain, the answer for an sft masked copy, empty for a clean copy.
+
+Randomness is a pure function of (seed, sample key, epoch): each row's stream word is
+splitmix64 of (hash of seed and epoch) xor (the key's 64-bit hash), and a partial
+Fisher-Yates shuffle, vectorised across rows, takes its k draws as splitmix64 outputs of
+(row word, draw index). No per-row generator objects; the k-step loop runs over whole
+batches (above 100 M tokens/s). Unlike the official pre-training code
+(``random.seed(50 + step % 51)``: 51 patterns, one per batch), a sample gets the same mask
+whatever batch, worker, rank or runner computes it.
 """
 
 from __future__ import annotations
 
-from typing import Iterable
+import dataclasses
+from dataclasses import dataclass
+from typing import ClassVar, Iterable
 
 import numpy as np
 
+from .errors import MeapDataError
 from .keys import keys_to_u64, stream_seed
+from .sample_format import IGNORE_INDEX
 
-IGNORE_INDEX = -100
-DEFAULT_MASK_RATIO = 0.15
+PRETRAIN_MASK_RATIO = 0.15  # official pre-training code
+SFT_MASK_RATIO = 0.1  # official MEAP-SFT code: share of answer tokens masked
+SFT_MIN_ANSWER_TOKENS = 50  # official MEAP-SFT code: masked copy only for longer answers
+SFT_LAYOUTS = ("rows", "concat")
 
 _M1 = np.uint64(0xBF58476D1CE4E5B9)
 _M2 = np.uint64(0x94D049BB133111EB)
 _GOLDEN = np.uint64(0x9E3779B97F4A7C15)
 _ROWS_PER_BLOCK = 1024  # keeps the permutation block in cache
+
+
+# ------------------------------------------------------------------ the keyed stream
 
 
 def _splitmix64(x: np.ndarray) -> np.ndarray:
@@ -40,58 +61,47 @@ def _splitmix64(x: np.ndarray) -> np.ndarray:
     return x
 
 
-def mask_count(length: int | np.ndarray, ratio: float) -> np.ndarray:
-    """Masked positions for a sequence of ``length`` real tokens: ``max(1, int(L * ratio))``."""
-    length = np.asarray(length, dtype=np.int64)
-    return np.maximum(1, (length * ratio).astype(np.int64))
+def row_words(keys: Iterable[str] | np.ndarray, seed: int, epoch: int | None = None) -> np.ndarray:
+    """The random stream word (uint64) of each row, from its sample key (a string, or
+    the key's uint64 word) and (seed, epoch). ``epoch=None`` is the pipeline's draw."""
+    words = keys if isinstance(keys, np.ndarray) else keys_to_u64(list(keys))
+    return _splitmix64(words.astype(np.uint64) ^ np.uint64(stream_seed(seed, epoch)))
 
 
 def masked_flat_indices(
-    row_words: np.ndarray,
+    words: np.ndarray,
     eligible: np.ndarray,
     counts: np.ndarray,
     width: int | None = None,
+    starts: np.ndarray | None = None,
 ) -> np.ndarray:
-    """Flat indices (into a rows x L array) of the masked positions.
+    """Flat indices (into a rows x width array) of the chosen positions.
 
-    Per row, ``counts[r]`` of its eligible positions, uniformly without replacement.
-    ``row_words``: uint64 per row, the row's random stream (see :func:`row_words`).
-    ``eligible``: either bool (rows x L), the positions that may be masked, or a 1-D int
-    array of prefix lengths (positions ``0 .. n-1`` of row r eligible; then give ``width``).
-    ``counts``: int per row, capped here at the number of eligible positions.
-    The positions of a row depend only on that row's word, eligibility and count.
+    Per row, ``counts[r]`` of its eligible positions, uniformly without replacement
+    (capped at the number eligible), driven by ``words[r]`` (see :func:`row_words`).
+    ``eligible``: bool (rows x width), or a 1-D int array of span lengths n: positions
+    ``starts[r] .. starts[r] + n - 1`` (``starts`` default 0; then ``width`` is needed).
+    A row's positions depend only on its word, eligibility and count.
     """
     eligible = np.asarray(eligible)
     prefix = eligible.ndim == 1
     if prefix:
         if width is None:
-            raise ValueError("width is required when eligible is given as prefix lengths")
+            raise ValueError("width is required when eligible is given as span lengths")
         n_rows = eligible.shape[0]
     else:
         eligible = eligible.astype(bool, copy=False)
         n_rows, width = eligible.shape
     parts = []
-    for start in range(0, n_rows, _ROWS_PER_BLOCK):
-        stop = min(start + _ROWS_PER_BLOCK, n_rows)
-        block = _mask_block(
-            np.asarray(row_words[start:stop], dtype=np.uint64),
-            eligible[start:stop],
-            np.asarray(counts[start:stop], dtype=np.int64),
-            width,
-        )
-        parts.append(block + start * width)
-    return np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
-
-
-def mask_positions(
-    row_words: np.ndarray, eligible: np.ndarray, counts: np.ndarray, width: int | None = None
-) -> np.ndarray:
-    """Boolean mask (rows x L) of :func:`masked_flat_indices` (same arguments)."""
-    eligible = np.asarray(eligible)
-    shape = (eligible.shape[0], width) if eligible.ndim == 1 else eligible.shape
-    out = np.zeros(shape, dtype=bool)
-    out.reshape(-1)[masked_flat_indices(row_words, eligible, counts, width)] = True
-    return out
+    for lo in range(0, n_rows, _ROWS_PER_BLOCK):
+        hi = min(lo + _ROWS_PER_BLOCK, n_rows)
+        block = _mask_block(np.asarray(words[lo:hi], dtype=np.uint64), eligible[lo:hi],
+                            np.asarray(counts[lo:hi], dtype=np.int64), width)
+        parts.append(block + lo * width)
+    flat = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int64)
+    if prefix and starts is not None and flat.size:
+        flat = flat + np.asarray(starts, dtype=np.int64)[flat // width]
+    return flat
 
 
 def _mask_block(words: np.ndarray, eligible: np.ndarray, counts: np.ndarray, width: int) -> np.ndarray:
@@ -134,61 +144,227 @@ def _mask_block(words: np.ndarray, eligible: np.ndarray, counts: np.ndarray, wid
     return chosen[j.T < k[:, None]]
 
 
-def row_words(keys: Iterable[str] | np.ndarray, seed: int, epoch: int | None = None) -> np.ndarray:
-    """uint64 stream word per row from sample keys (strings or uint64 words)."""
-    words = keys if isinstance(keys, np.ndarray) else keys_to_u64(list(keys))
-    mixed = _splitmix64(words.astype(np.uint64) ^ np.uint64(stream_seed(seed, epoch)))
-    return mixed
+def mask_count(length: int | np.ndarray, ratio: float) -> np.ndarray:
+    """Positions to mask for ``length`` tokens: ``max(1, int(length * ratio))``."""
+    length = np.asarray(length, dtype=np.int64)
+    return np.maximum(1, (length * ratio).astype(np.int64))
 
 
-def meap_eligible(
-    input_ids: np.ndarray,
-    lengths: np.ndarray,
-    exclude_ids: Iterable[int] = (),
-) -> np.ndarray:
-    """Positions MEAP may mask: real tokens (< length), never the last real one, never
-    a token in ``exclude_ids`` (e.g. the end-of-document or pad ids)."""
-    n_rows, width = input_ids.shape
-    pos = np.arange(width)[None, :]
-    eligible = pos < (np.asarray(lengths)[:, None] - 1)
-    for token_id in exclude_ids:
-        eligible &= input_ids != token_id
-    return eligible
+# ------------------------------------------------------------------ the rules
 
 
-def apply_meap_mask(
-    labels: np.ndarray,
-    lengths: np.ndarray,
-    keys: Iterable[str] | np.ndarray,
-    *,
-    mask_id: int,
-    ratio: float = DEFAULT_MASK_RATIO,
-    seed: int = 0,
-    epoch: int | None = None,
-    exclude_ids: Iterable[int] = (),
-    pad_id: int | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """MEAP pre-training inputs from clean tokens.
+@dataclass
+class Masked:
+    """Rows after a rule: ``input_ids`` and ``labels`` (n, L), and ``flat``, the flat
+    indices of the masked positions."""
 
-    ``labels``: int32 (rows x L), the clean token ids, :data:`IGNORE_INDEX` on padding.
-    ``lengths``: real tokens per row. Returns ``(input_ids, mask)``: the inputs with
-    masked positions set to ``mask_id`` (padding set to ``pad_id`` when given), and the
-    boolean mask. Count per row: ``max(1, int(length * ratio))``; see module docstring.
+    input_ids: np.ndarray
+    labels: np.ndarray
+    flat: np.ndarray
+
+    @property
+    def count(self) -> int:
+        return int(self.flat.size)
+
+    def mask(self) -> np.ndarray:
+        """Boolean (n, L), True at masked positions."""
+        out = np.zeros(self.input_ids.shape, dtype=bool)
+        out.reshape(-1)[self.flat] = True
+        return out
+
+
+@dataclass(frozen=True)
+class MaskRule:
+    """A named masking rule. Subclasses set ``name`` and implement :meth:`apply`.
+
+    ``needs_inputs``: re-drawing reads the stored ``input_ids`` as well as the labels.
+    ``ntp_fields``: loader fields :meth:`ntp_view` needs besides input_ids and labels.
     """
-    labels = np.asarray(labels)
-    lengths = np.asarray(lengths, dtype=np.int64)
-    inputs = labels.copy()
-    padding = labels == IGNORE_INDEX
-    if padding.any():
-        inputs[padding] = pad_id if pad_id is not None else 0
-    exclude_ids = tuple(exclude_ids)
-    # Without exclusions the eligible positions are a prefix: no per-row sort needed.
-    eligible = meap_eligible(inputs, lengths, exclude_ids) if exclude_ids else np.maximum(lengths - 1, 0)
-    mask = np.zeros(labels.shape, dtype=bool)
-    if ratio > 0:
-        flat = masked_flat_indices(
-            row_words(keys, seed, epoch), eligible, mask_count(lengths, ratio), labels.shape[1]
+
+    ratio: float
+    name: ClassVar[str] = ""
+    needs_inputs: ClassVar[bool] = False
+    ntp_fields: ClassVar[tuple[str, ...]] = ()
+
+    def to_json(self) -> dict:
+        params = {k: list(v) if isinstance(v, tuple) else v for k, v in dataclasses.asdict(self).items()}
+        return {"name": self.name, **params}
+
+    def with_ratio(self, ratio: float) -> "MaskRule":
+        return dataclasses.replace(self, ratio=float(ratio))
+
+    def _draw(self, keys, seed: int, epoch: int | None, spans: np.ndarray, counts: np.ndarray,
+              width: int, eligible: np.ndarray | None = None) -> np.ndarray:
+        words = row_words(keys, seed, epoch)
+        if eligible is not None:
+            return masked_flat_indices(words, eligible, counts)
+        return masked_flat_indices(words, spans[:, 1] - spans[:, 0], counts, width, starts=spans[:, 0])
+
+    def apply(self, labels: np.ndarray, lengths: np.ndarray, spans: np.ndarray, keys, *, mask_id: int,
+              pad_id: int, seed: int, epoch: int | None = None, inputs: np.ndarray | None = None) -> Masked:
+        """Mask rows. ``labels``/``inputs``: (n, L) as stored (``inputs`` only when
+        :attr:`needs_inputs`); ``lengths``: real tokens per row; ``spans``: (n, 2) mask
+        spans; ``keys``: sample keys (strings or their uint64 words)."""
+        raise NotImplementedError
+
+    def ntp_view(self, input_ids: np.ndarray, labels: np.ndarray, pad_id: int, mask_span: np.ndarray | None = None,
+                 doc_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """Plain next-token-prediction rows from a batch of this rule's samples:
+        ``(input_ids, labels, kept)``, ``kept`` the bool row selection applied."""
+        raise NotImplementedError
+
+
+@dataclass(frozen=True)
+class PretrainRule(MaskRule):
+    """MEAP pre-training: ``max(1, int(L * ratio))`` positions of ``[0, L - 1)``, labels
+    clean. ``exclude_ids``: token ids never masked (e.g. eos and ``[MASK]`` itself)."""
+
+    ratio: float = PRETRAIN_MASK_RATIO
+    exclude_ids: tuple[int, ...] = ()
+    name: ClassVar[str] = "pretrain"
+
+    def __post_init__(self):
+        object.__setattr__(self, "exclude_ids", tuple(int(i) for i in self.exclude_ids))
+
+    @staticmethod
+    def spans(lengths: np.ndarray) -> np.ndarray:
+        """``[0, L - 1)`` per row: every real position but the last (its target lies
+        outside the row)."""
+        lengths = np.asarray(lengths, dtype=np.int32)
+        return np.stack([np.zeros_like(lengths), np.maximum(lengths - 1, 0)], axis=1)
+
+    def apply(self, labels, lengths, spans, keys, *, mask_id, pad_id, seed, epoch=None, inputs=None) -> Masked:
+        labels = np.asarray(labels)
+        lengths = np.asarray(lengths, dtype=np.int64)
+        spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+        out = labels.copy()
+        padding = labels == IGNORE_INDEX
+        if padding.any():
+            out[padding] = pad_id
+        if self.ratio <= 0:
+            return Masked(out, labels, np.zeros(0, dtype=np.int64))
+        counts = np.where(spans[:, 1] > spans[:, 0], mask_count(lengths, self.ratio), 0)
+        eligible = None
+        if self.exclude_ids:
+            pos = np.arange(labels.shape[1])[None, :]
+            eligible = (pos >= spans[:, :1]) & (pos < spans[:, 1:]) & ~np.isin(out, self.exclude_ids)
+        flat = self._draw(keys, seed, epoch, spans, counts, labels.shape[1], eligible)
+        out.reshape(-1)[flat] = mask_id
+        return Masked(out, labels, flat)
+
+    def ntp_view(self, input_ids, labels, pad_id, mask_span=None, doc_ids=None):
+        clean = np.where(labels == IGNORE_INDEX, pad_id, labels).astype(labels.dtype, copy=False)
+        return clean, labels, np.ones(len(labels), dtype=bool)
+
+
+@dataclass(frozen=True)
+class SftCopy:
+    """One unmasked fine-tuning sample: ``input_ids`` and ``labels`` (int32, aligned),
+    which ``copy`` it is ("clean", "masked" or "clean+masked"), its document starts, and
+    its mask span (``(0, 0)`` for a clean copy)."""
+
+    input_ids: np.ndarray
+    labels: np.ndarray
+    copy: str
+    doc_offsets: tuple[int, ...]
+    mask_span: tuple[int, int]
+
+
+@dataclass(frozen=True)
+class SftRule(MaskRule):
+    """MEAP-SFT, see the module docstring: :meth:`copies` builds an example's samples,
+    :meth:`apply` masks ``max(1, int(n * ratio))`` positions of each mask span and keeps
+    labels only there."""
+
+    ratio: float = SFT_MASK_RATIO
+    min_answer_tokens: int = SFT_MIN_ANSWER_TOKENS
+    layout: str = "rows"
+    name: ClassVar[str] = "sft"
+    needs_inputs: ClassVar[bool] = True
+    ntp_fields: ClassVar[tuple[str, ...]] = ("mask_span", "doc_ids")
+
+    def __post_init__(self):
+        if self.layout not in SFT_LAYOUTS:
+            raise MeapDataError(f"sft layout must be one of {', '.join(SFT_LAYOUTS)}, got {self.layout!r}")
+
+    def copies(self, prompt_ids, answer_ids, eos_id: int) -> list[SftCopy]:
+        """The samples of one (prompt, answer) example, before masking: [clean], or
+        [clean, masked] (layout rows), or [clean+masked] (layout concat)."""
+        prompt = np.asarray(prompt_ids, dtype=np.int32)
+        answer = np.asarray(answer_ids, dtype=np.int32)
+        n_p, n_a = len(prompt), len(answer)
+        ids = np.concatenate([prompt, answer, np.array([eos_id], dtype=np.int32)])
+        ignore_prompt = np.full(n_p, IGNORE_INDEX, dtype=np.int32)
+        clean_labels = np.concatenate([ignore_prompt, answer, np.array([eos_id], dtype=np.int32)])
+        clean = SftCopy(ids, clean_labels, "clean", (0,), (0, 0))
+        if self.ratio <= 0 or n_a <= self.min_answer_tokens:
+            return [clean]
+        # The masked copy supervises only its masked answer tokens (apply() drops the
+        # rest of the span's labels); never the prompt or eos.
+        masked_labels = np.concatenate([ignore_prompt, answer, np.array([IGNORE_INDEX], dtype=np.int32)])
+        if self.layout == "rows":
+            return [clean, SftCopy(ids, masked_labels, "masked", (0,), (n_p, n_p + n_a))]
+        n = len(ids)
+        return [SftCopy(np.concatenate([ids, ids]), np.concatenate([clean_labels, masked_labels]),
+                        "clean+masked", (0, n), (n + n_p, n + n_p + n_a))]
+
+    def apply(self, labels, lengths, spans, keys, *, mask_id, pad_id, seed, epoch=None, inputs=None) -> Masked:
+        if inputs is None:
+            raise ValueError("the sft rule needs the stored input_ids to re-draw masks")
+        labels = np.asarray(labels)
+        spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
+        # The clean tokens: a masked position's label holds its token, every other
+        # position's input does (prompt, unmasked answer, padding).
+        clean = np.where(labels != IGNORE_INDEX, labels, inputs).astype(labels.dtype, copy=False)
+        width = labels.shape[1]
+        pos = np.arange(width)[None, :]
+        in_span = (pos >= spans[:, :1]) & (pos < spans[:, 1:])
+        out_labels = np.where(in_span, IGNORE_INDEX, labels).astype(labels.dtype, copy=False)
+        lengths_in_span = spans[:, 1] - spans[:, 0]
+        counts = np.where((lengths_in_span > 0) & (self.ratio > 0), mask_count(lengths_in_span, self.ratio), 0)
+        flat = self._draw(keys, seed, epoch, spans, counts, width)
+        out_inputs = clean.copy()
+        out_inputs.reshape(-1)[flat] = mask_id
+        out_labels.reshape(-1)[flat] = clean.reshape(-1)[flat]
+        return Masked(out_inputs, out_labels, flat)
+
+    def ntp_view(self, input_ids, labels, pad_id, mask_span=None, doc_ids=None):
+        """The fair baseline for fine-tuning data: the clean copies only, with their real
+        prompts as input. A row with a mask span holds a masked copy as its last
+        document: a ``rows`` masked copy is dropped whole, a ``concat`` row keeps its
+        clean half (the rest becomes padding)."""
+        if mask_span is None or doc_ids is None:
+            raise ValueError("the sft rule's ntp view needs the batch's mask_span and doc_ids fields")
+        has = mask_span[:, 1] > mask_span[:, 0]
+        rows = np.flatnonzero(has)
+        inputs, labels = input_ids.copy(), labels.copy()
+        kept = ~has
+        if rows.size:
+            span_doc = doc_ids[rows, mask_span[rows, 0]]
+            # The masked copy starts at the first position of the span's document.
+            cut = np.argmax(doc_ids[rows] == span_doc[:, None], axis=1)
+            after = np.arange(input_ids.shape[1])[None, :] >= cut[:, None]
+            inputs[rows] = np.where(after, pad_id, inputs[rows])
+            labels[rows] = np.where(after, IGNORE_INDEX, labels[rows])
+            kept[rows] = cut > 0
+        return inputs[kept], labels[kept], kept
+
+
+RULES: dict[str, type[MaskRule]] = {PretrainRule.name: PretrainRule, SftRule.name: SftRule}
+
+
+def rule_from_json(data: dict) -> MaskRule:
+    """The rule a manifest records (:meth:`MaskRule.to_json`)."""
+    params = dict(data)
+    name = params.pop("name", None)
+    cls = RULES.get(name)
+    if cls is None:
+        raise MeapDataError(
+            f"mask rule {name!r} is unknown to this meap-data (it knows {', '.join(RULES)}): its masks "
+            "cannot be re-drawn; load the dataset with masks='static'"
         )
-        inputs.reshape(-1)[flat] = mask_id
-        mask.reshape(-1)[flat] = True
-    return inputs, mask
+    fields = {f.name for f in dataclasses.fields(cls)}
+    unknown = sorted(set(params) - fields)
+    if unknown:
+        raise MeapDataError(f"mask rule {name!r} has unknown parameters {unknown}; load it with masks='static'")
+    return cls(**{k: tuple(v) if isinstance(v, list) else v for k, v in params.items()})

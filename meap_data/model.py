@@ -20,7 +20,8 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 
-IGNORE_INDEX = -100
+from .sample_format import IGNORE_INDEX
+
 # Rows of the output layer are padded to a multiple of this: matmuls with a dimension
 # divisible by 64 use the tensor cores fully (nanoGPT's 50257 -> 50304 trick). The extra
 # rows are never targets, so they only learn to stay improbable.

@@ -13,7 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .keys import sample_key
-from .masking import IGNORE_INDEX
+from .sample_format import IGNORE_INDEX
 
 
 @dataclass

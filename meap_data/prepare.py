@@ -1,9 +1,9 @@
-"""``meap-data prepare``: plan, set up the output directory and tokenizer, run the Beam
-pipeline, and summarise. ``pipelines/corpus_to_shards.py`` runs the same function.
+"""``meap-data prepare``: plan, set up the output directories and tokenizer, run the
+Beam pipeline, and summarise. ``pipelines/corpus_to_shards.py`` runs the same function.
 
-``--kind rust`` writes two complete datasets, ``DIR/train`` and ``DIR/eval`` (split by
-primary error code, see :mod:`meap_data.rust.shards`), from one pipeline run and one
-tokenizer; each has its own manifest, so the loader and ``verify`` take either as is."""
+A run writes the datasets its data kind names (:meth:`DataKind.targets`): one for text;
+for ``--kind rust`` two, ``DIR/train`` and ``DIR/eval``, from one pipeline run and one
+tokenizer, each with its own manifest, so the loader and ``verify`` take either as is."""
 
 from __future__ import annotations
 
@@ -13,14 +13,14 @@ import os
 import platform
 import sys
 import time
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field
 
 from . import storage
 from .config import PrepareConfig
 from .errors import MeapDataError
 from .inputs import expand_inputs, plan_units
+from .kinds import DatasetTarget, get_kind, resolve_config
 from .manifest import MANIFEST, RUN_INFO, dumps
-from .readers import read_range
 from .tokenizer import (
     TokenizerInfo,
     iter_training_texts,
@@ -38,13 +38,18 @@ DEFAULT_TRAIN_CHARS = 32 << 20
 
 @dataclass
 class PrepareOutcome:
-    """A finished dataset's manifest and run facts. For ``--kind rust``, ``splits`` maps
-    "train" and "eval" to each dataset's own outcome, and ``manifest``/``run_info`` are
-    the train dataset's."""
+    """A finished run: ``datasets`` maps each target's name to its outcome (manifest,
+    run_info, directory); ``manifest``/``run_info`` are the first target's (the only one
+    for text). ``splits`` is ``datasets`` when a run writes several (e.g. rust)."""
 
     manifest: dict
     run_info: dict
-    splits: dict = field(default_factory=dict)
+    directory: str = ""
+    datasets: dict = field(default_factory=dict)
+
+    @property
+    def splits(self) -> dict:
+        return self.datasets if len(self.datasets) > 1 else {}
 
 
 def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
@@ -65,34 +70,17 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
     storage.makedirs(output_dir)
 
 
-def resolve_tokenizer(spec: str | None, files, text_field: str, eos_token: str | None = None,
-                      vocab_size: int = DEFAULT_TRAIN_VOCAB, kind: str = "text") -> TokenizerInfo:
+def resolve_tokenizer(spec: str | None, files, config: PrepareConfig, eos_token: str | None = None,
+                      vocab_size: int = DEFAULT_TRAIN_VOCAB) -> TokenizerInfo:
     """The tokenizer named by ``spec``, or (when None) a byte-level BPE trained on the
-    first ``DEFAULT_TRAIN_CHARS`` characters of the inputs (for ``kind`` rust: of the
-    records rendered as transcript texts)."""
+    first ``DEFAULT_TRAIN_CHARS`` characters of the kind's training texts."""
     if spec:
         tok = load_tokenizer(spec)
     else:
         log.info("no --tokenizer given: training a %d-token byte-level BPE on the inputs", vocab_size)
-        from .inputs import FileRange
-
-        if kind == "rust":
-            from .rust.shards import training_documents
-
-            docs = training_documents(files)
-        else:
-            docs = (d for f in files for d in read_range(FileRange(f), text_field))
+        docs = get_kind(config.kind).training_documents(files, config)
         tok = train_bpe(iter_training_texts(docs, DEFAULT_TRAIN_CHARS), vocab_size)
     return prepare_tokenizer(tok, eos_token=eos_token)
-
-
-def dataset_targets(config: PrepareConfig, output_dir: str) -> list[tuple[str, PrepareConfig, str]]:
-    """(pipeline label, config, directory) of each dataset one run writes: text one in
-    ``output_dir``; rust two, ``output_dir/train`` and ``output_dir/eval``."""
-    if config.kind != "rust":
-        return [("Prepare", config, output_dir)]
-    return [(f"Prepare{split.title()}", replace(config, split=split), storage.join(output_dir, split))
-            for split in ("train", "eval")]
 
 
 def run_prepare(
@@ -103,33 +91,35 @@ def run_prepare(
     overwrite: bool = False,
     eos_token: str | None = None,
 ) -> PrepareOutcome:
-    """Run the whole prepare job; returns the manifest and run facts (timings, host)."""
+    """Run the whole prepare job; returns the manifests and run facts (timings, host)."""
     from .beam import PrepareShards, make_pipeline
 
-    config.validate()
+    config = resolve_config(config)
     started = time.perf_counter()
     files = expand_inputs(list(config.inputs))
     units = plan_units(files, config.input_bytes_per_shard)
     input_bytes = sum(f.size for f in files)
-    targets = dataset_targets(config, output_dir)
-    for _, _, directory in targets:
-        prepare_output_dir(directory, overwrite)
-    info = resolve_tokenizer(tokenizer, files, config.text_field, eos_token, kind=config.kind)
-    for _, _, directory in targets:
-        storage.write_bytes_atomic(storage.join(directory, "tokenizer.json"), info.json.encode("utf-8"))
+    targets: list[DatasetTarget] = get_kind(config.kind).targets(config, output_dir)
+    for target in targets:
+        prepare_output_dir(target.directory, overwrite)
+    info = resolve_tokenizer(tokenizer, files, config, eos_token)
+    for target in targets:
+        storage.write_bytes_atomic(storage.join(target.directory, "tokenizer.json"), info.json.encode("utf-8"))
     log.info(
         "%d input files (%.1f MB) planned as %d shards; writing %s to %s",
         len(files), input_bytes / 1e6, len(units), ",".join(config.formats),
-        ", ".join(directory for _, _, directory in targets),
+        ", ".join(t.directory for t in targets),
     )
     pipeline = make_pipeline(beam_args or [])
-    for label, target_config, directory in targets:
-        _ = pipeline | label >> PrepareShards(target_config, info, directory, units)
+    for target in targets:
+        label = f"Prepare{target.name.title()}"
+        _ = pipeline | label >> PrepareShards(target.config, info, target.directory, units)
     pipeline_started = time.perf_counter()
     pipeline.run().wait_until_finish()
     finished = time.perf_counter()
     outcomes = {}
-    for _, target_config, directory in targets:
+    for target in targets:
+        directory = target.directory
         if not storage.exists(storage.join(directory, MANIFEST)):
             raise MeapDataError(f"the pipeline finished but wrote no manifest to {directory!r}")
         manifest = json.loads(storage.read_bytes(storage.join(directory, MANIFEST)))
@@ -137,7 +127,7 @@ def run_prepare(
         run_info = {
             "seconds_total": round(finished - started, 3),
             "seconds_pipeline": round(seconds, 3),
-            # For rust, each split's own tokens over the one shared pipeline's time.
+            # With several targets, each one's own tokens over the one shared pipeline's time.
             "tokens_per_second": round(manifest["counts"]["tokens"] / max(seconds, 1e-9), 1),
             "input_bytes": input_bytes,
             "beam_args": beam_args or [],
@@ -146,10 +136,9 @@ def run_prepare(
             "cpu_count": os.cpu_count(),
         }
         storage.write_bytes_atomic(storage.join(directory, RUN_INFO), dumps(run_info))
-        outcomes[target_config.split] = PrepareOutcome(manifest, run_info)
-    if config.kind != "rust":
-        return outcomes[config.split]
-    return PrepareOutcome(outcomes["train"].manifest, outcomes["train"].run_info, splits=outcomes)
+        outcomes[target.name] = PrepareOutcome(manifest, run_info, directory)
+    first = outcomes[targets[0].name]
+    return PrepareOutcome(first.manifest, first.run_info, first.directory, datasets=outcomes)
 
 
 def format_summary(manifest: dict, run_info: dict) -> str:

@@ -1,7 +1,12 @@
-"""The core step: one work unit's inputs to one finished shard, free of Beam.
+"""The core step: one work unit's inputs to one finished shard, free of Beam and of any
+data kind.
 
-read -> tokenize (``encode_batch_fast``, multi-threaded in Rust) -> pack -> mask -> write.
-Beam runs this per unit (:mod:`meap_data.beam`); tests and small jobs call it directly.
+:class:`UnitProcessor` holds what every kind shares: the tokenizer (built once per
+worker), the mask rule, the mask-then-write step and the dead letters.
+:class:`PackedDocumentsProcessor` is the pre-training path, read -> tokenize
+(``encode_batch_fast``, multi-threaded in Rust) -> pack -> mask -> write, over the
+documents a kind reads. Beam runs a processor per unit (:mod:`meap_data.beam`); tests
+and small jobs call it directly.
 """
 
 from __future__ import annotations
@@ -11,8 +16,8 @@ import logging
 import queue
 import threading
 import time
-from typing import Iterator
 from dataclasses import dataclass, field
+from typing import Iterator
 
 import numpy as np
 
@@ -20,20 +25,24 @@ from . import storage
 from .config import PrepareConfig
 from .documents import Document, Rejected
 from .inputs import WorkUnit
-from .masking import apply_meap_mask
+from .masking import MaskRule, PretrainRule
 from .packing import Packer
-from .readers import read_range
+from .sample_format import SampleRows
 from .shards import ShardWriter
 from .tokenizer import TokenizerInfo
 
 log = logging.getLogger("meap_data")
 
 MASK_BATCH_ROWS = 512
+# Characters of documents tokenized per call: large enough for the tokenizer's threads,
+# small enough to overlap with packing and writing. Never changes the output bytes.
+TOKENIZE_BATCH_CHARS = 1 << 20
 
 
 @dataclass
 class UnitResult:
-    """Counts and files of one finished unit (JSON-able; merged into the manifest)."""
+    """Counts and files of one finished unit (JSON-able; merged into the manifest).
+    ``extras``: a kind's own per-unit facts, merged by its ``manifest_extras``."""
 
     index: int
     documents_read: int = 0
@@ -45,8 +54,7 @@ class UnitResult:
     masked_tokens: int = 0
     files: dict = field(default_factory=dict)
     rejected_file: dict | None = None
-    # --kind rust: records per primary error code in this unit (the manifest's "codes").
-    codes: dict = field(default_factory=dict)
+    extras: dict = field(default_factory=dict)
 
     def to_json(self) -> dict:
         return dict(self.__dict__)
@@ -94,33 +102,80 @@ def prefetch(items: Iterator, depth: int) -> Iterator:
         thread.join(timeout=5)
 
 
-def make_processor(config: PrepareConfig, tokenizer: TokenizerInfo, output_dir: str, total_units: int) -> "UnitProcessor":
-    """The unit processor for ``config.kind``: text documents, or Rust transcript records."""
-    if config.kind == "rust":
-        from .rust.shards import TranscriptUnitProcessor
-
-        return TranscriptUnitProcessor(config, tokenizer, output_dir, total_units)
-    return UnitProcessor(config, tokenizer, output_dir, total_units)
-
-
 def rejected_name(index: int) -> str:
     return f"rejected/rejected-{index:05d}.jsonl"
 
 
 class UnitProcessor:
-    """Holds the tokenizer (built once per worker) and processes units into shards."""
+    """Processes units into shards for one dataset: ``process(unit) -> UnitResult``."""
 
-    def __init__(self, config: PrepareConfig, tokenizer: TokenizerInfo, output_dir: str, total_units: int):
+    def __init__(self, config: PrepareConfig, tokenizer: TokenizerInfo, output_dir: str, total_units: int,
+                 rule: MaskRule):
         self.config = config
         self.info = tokenizer
         self.output_dir = output_dir
         self.total_units = total_units
+        self.rule = rule
         self.tokenizer = tokenizer.build()
-        self.exclude_ids = () if config.mask_special_tokens else (tokenizer.eos_token_id, tokenizer.mask_token_id)
 
-    def documents(self, unit: WorkUnit):
-        for frange in unit.ranges:
-            yield from read_range(frange, self.config.text_field)
+    def process(self, unit: WorkUnit) -> UnitResult:
+        raise NotImplementedError
+
+    def new_writer(self, unit: WorkUnit) -> ShardWriter:
+        return ShardWriter(self.output_dir, unit.index, self.total_units, self.config.formats)
+
+    def mask_and_write(self, writer: ShardWriter, result: UnitResult, labels: np.ndarray, lengths: np.ndarray,
+                       spans: np.ndarray, keys: list[str], doc_offsets: list, doc_keys: list,
+                       inputs: np.ndarray | None = None) -> None:
+        """Mask unmasked rows with the dataset's rule (keyed by the sample keys, the
+        pipeline's draw: ``epoch=None``), write them, and count them into ``result``."""
+        masked = self.rule.apply(labels, lengths, spans, keys, mask_id=self.info.mask_token_id,
+                                 pad_id=self.info.pad_token_id, seed=self.config.seed, inputs=inputs)
+        writer.write(SampleRows(masked.input_ids, masked.labels, lengths, np.asarray(spans, dtype=np.int32),
+                                keys, doc_offsets, doc_keys))
+        n_tokens = int(lengths.sum())
+        result.samples += len(keys)
+        result.tokens += n_tokens
+        result.padding_tokens += labels.size - n_tokens
+        result.masked_tokens += masked.count
+
+    def write_rejected(self, result: UnitResult, rejected: list[Rejected]) -> None:
+        """Count ``rejected`` by reason into ``result`` and write the unit's dead letters."""
+        for r in rejected:
+            result.rejected[r.reason] = result.rejected.get(r.reason, 0) + 1
+        if rejected:
+            rel = rejected_name(result.index)
+            body = "".join(json.dumps(r.to_json(), sort_keys=True, ensure_ascii=False) + "\n" for r in rejected)
+            data = body.encode("utf-8")
+            sha = storage.write_bytes_atomic(storage.join(self.output_dir, rel), data)
+            result.rejected_file = {"path": rel, "bytes": len(data), "sha256": sha, "records": len(rejected)}
+        result.rejected = dict(sorted(result.rejected.items()))
+
+    def log_done(self, result: UnitResult, rejected: int, started: float, what: str = "documents") -> None:
+        log.info(
+            "shard %d/%d: %d %s (%d rejected), %d samples, %.2f M tokens in %.1f s",
+            result.index + 1, self.total_units, result.documents_read, what, rejected,
+            result.samples, result.tokens / 1e6, time.perf_counter() - started,
+        )
+
+
+def pretrain_rule(config: PrepareConfig, tokenizer: TokenizerInfo) -> PretrainRule:
+    """The rule of packed pre-training samples; ``--no-mask-special-tokens`` keeps the
+    end-of-document and mask tokens unmasked."""
+    exclude = () if config.mask_special_tokens else (tokenizer.eos_token_id, tokenizer.mask_token_id)
+    return PretrainRule(ratio=config.mask_ratio, exclude_ids=exclude)
+
+
+class PackedDocumentsProcessor(UnitProcessor):
+    """Pre-training samples: documents tokenized, packed into ``seq_len`` rows with
+    their boundaries, masked by :func:`pretrain_rule`. The kind gives ``documents(unit)``:
+    Documents and Rejected in input order."""
+
+    def __init__(self, config: PrepareConfig, tokenizer: TokenizerInfo, output_dir: str, total_units: int,
+                 documents, tokenize_batch_chars: int = TOKENIZE_BATCH_CHARS):
+        super().__init__(config, tokenizer, output_dir, total_units, pretrain_rule(config, tokenizer))
+        self.documents = documents
+        self.tokenize_batch_chars = tokenize_batch_chars
 
     def _encoded_batches(self, unit: WorkUnit):
         """(documents, encodings, rejected) per batch of about ``tokenize_batch_chars``
@@ -134,7 +189,7 @@ class UnitProcessor:
                 continue
             batch.append(item)
             chars += len(item.text)
-            if chars >= self.config.tokenize_batch_chars:
+            if chars >= self.tokenize_batch_chars:
                 yield batch, self._encode(batch), rejected
                 batch, rejected, chars = [], [], 0
         yield batch, self._encode(batch), rejected
@@ -158,7 +213,7 @@ class UnitProcessor:
         result = UnitResult(unit.index)
         rejected: list[Rejected] = []
         packer = Packer(self.config.seq_len, self.info.eos_token_id, self.info.pad_token_id, self.config.pack)
-        writer = ShardWriter(self.output_dir, unit.index, self.total_units, self.config.formats)
+        writer = self.new_writer(unit)
         try:
             for docs, token_ids, batch_rejected in prefetch(self._encoded_batches(unit), depth=2):
                 rejected.extend(batch_rejected)
@@ -174,44 +229,13 @@ class UnitProcessor:
         except BaseException:
             writer.abort()
             raise
-        self._write_rejected(result, rejected)
-        elapsed = time.perf_counter() - started
-        log.info(
-            "shard %d/%d: %d documents (%d rejected), %d samples, %.2f M tokens in %.1f s",
-            unit.index + 1, self.total_units, result.documents_read, len(rejected),
-            result.samples, result.tokens / 1e6, elapsed,
-        )
+        self.write_rejected(result, rejected)
+        self.log_done(result, len(rejected), started)
         return result
-
-    def _write_rejected(self, result: UnitResult, rejected: list[Rejected]) -> None:
-        """Count ``rejected`` by reason into ``result`` and write the unit's dead letters."""
-        for r in rejected:
-            result.rejected[r.reason] = result.rejected.get(r.reason, 0) + 1
-        if rejected:
-            rel = rejected_name(result.index)
-            body = "".join(json.dumps(r.to_json(), sort_keys=True, ensure_ascii=False) + "\n" for r in rejected)
-            data = body.encode("utf-8")
-            sha = storage.write_bytes_atomic(storage.join(self.output_dir, rel), data)
-            result.rejected_file = {"path": rel, "bytes": len(data), "sha256": sha, "records": len(rejected)}
-        result.rejected = dict(sorted(result.rejected.items()))
 
     def _write_ready(self, packer: Packer, result: UnitResult, writer: ShardWriter) -> None:
         packed = packer.drain()
         if packed is None:
             return
-        inputs, mask = apply_meap_mask(
-            packed.labels,
-            packed.lengths,
-            packed.keys,
-            mask_id=self.info.mask_token_id,
-            ratio=self.config.mask_ratio,
-            seed=self.config.seed,
-            exclude_ids=self.exclude_ids,
-            pad_id=self.info.pad_token_id,
-        )
-        writer.write(inputs, packed.labels, packed.lengths, packed.keys, packed.doc_offsets, packed.doc_keys)
-        n_tokens = int(packed.lengths.sum())
-        result.samples += len(packed)
-        result.tokens += n_tokens
-        result.padding_tokens += packed.labels.size - n_tokens
-        result.masked_tokens += int(mask.sum())
+        self.mask_and_write(writer, result, packed.labels, packed.lengths, PretrainRule.spans(packed.lengths),
+                            packed.keys, packed.doc_offsets, packed.doc_keys)

@@ -2,8 +2,8 @@
 
 Arrow: one IPC *stream* file per shard (``datasets.Dataset.from_file`` reads only the
 stream format), record batches of a fixed row count so bytes never depend on how the
-pipeline batched its work. WebDataset: one tar per shard, members ``KEY.input_ids.npy``,
-``KEY.labels.npy`` and ``KEY.json``, with fixed mtime/uid/gid so bytes are reproducible.
+pipeline batched its work. WebDataset: one tar per shard, the members of
+:mod:`meap_data.sample_format`, with fixed mtime/uid/gid so bytes are reproducible.
 No pickle anywhere: ``.npy`` is written with ``allow_pickle=False``.
 """
 
@@ -18,27 +18,21 @@ import numpy as np
 import pyarrow as pa
 
 from . import storage
-
-ARROW_BATCH_ROWS = 256
-
-SAMPLE_SCHEMA = pa.schema(
-    [
-        pa.field("key", pa.string(), nullable=False),
-        pa.field("input_ids", pa.list_(pa.int32()), nullable=False),
-        pa.field("labels", pa.list_(pa.int32()), nullable=False),
-        pa.field("doc_offsets", pa.list_(pa.int32()), nullable=False),
-        pa.field("doc_keys", pa.list_(pa.string()), nullable=False),
-        pa.field("length", pa.int32(), nullable=False),
-    ]
+from .sample_format import (
+    ARROW_DIR,
+    INPUT_IDS_MEMBER,
+    LABELS_MEMBER,
+    META_MEMBER,
+    SAMPLE_SCHEMA,
+    WEBDATASET_DIR,
+    SampleRows,
+    arrow_shard_name,
+    member_name,
+    spans_to_lists,
+    webdataset_shard_name,
 )
 
-
-def arrow_shard_name(index: int, total: int) -> str:
-    return f"data-{index:05d}-of-{total:05d}.arrow"
-
-
-def webdataset_shard_name(index: int) -> str:
-    return f"shard-{index:06d}.tar"
+ARROW_BATCH_ROWS = 256
 
 
 def _list_array(rows: np.ndarray) -> pa.Array:
@@ -61,36 +55,33 @@ class ShardWriter:
         self.formats = formats
         self._stack = ExitStack()
         self._files: dict[str, tuple[str, storage.HashingWriter]] = {}
-        self._pending: list[dict] = []
+        self._pending: list[SampleRows] = []
         self._pending_rows = 0
         self.samples = 0
         if "arrow" in formats:
-            rel = f"arrow/{arrow_shard_name(index, total)}"
+            rel = f"{ARROW_DIR}/{arrow_shard_name(index, total)}"
             raw = self._stack.enter_context(storage.atomic_writer(storage.join(directory, rel)))
             self._arrow = pa.ipc.new_stream(raw, SAMPLE_SCHEMA)
             self._files["arrow"] = (rel, raw)
         if "webdataset" in formats:
-            rel = f"webdataset/{webdataset_shard_name(index)}"
+            rel = f"{WEBDATASET_DIR}/{webdataset_shard_name(index)}"
             raw = self._stack.enter_context(storage.atomic_writer(storage.join(directory, rel)))
             self._tar = tarfile.open(fileobj=raw, mode="w|", format=tarfile.USTAR_FORMAT)
             self._files["webdataset"] = (rel, raw)
 
-    def write(self, input_ids: np.ndarray, labels: np.ndarray, lengths: np.ndarray, keys, doc_offsets, doc_keys) -> None:
-        """Append rows (numpy rows x L, int32) in order."""
+    def write(self, rows: SampleRows) -> None:
+        """Append ``rows`` (int32 token arrays) in order."""
         if "arrow" in self.formats:
-            self._pending.append(dict(ids=input_ids, labels=labels, lengths=lengths, keys=keys,
-                                      offsets=doc_offsets, doc_keys=doc_keys))
-            self._pending_rows += len(keys)
+            self._pending.append(rows)
+            self._pending_rows += len(rows)
             while self._pending_rows >= ARROW_BATCH_ROWS:
                 self._flush_arrow(ARROW_BATCH_ROWS)
         if "webdataset" in self.formats:
-            for r, key in enumerate(keys):
-                meta = {"key": key, "doc_offsets": doc_offsets[r], "doc_keys": doc_keys[r],
-                        "length": int(lengths[r])}
-                self._add_member(f"{key}.input_ids.npy", _npy_bytes(input_ids[r]))
-                self._add_member(f"{key}.labels.npy", _npy_bytes(labels[r]))
-                self._add_member(f"{key}.json", json.dumps(meta, sort_keys=True).encode())
-        self.samples += len(keys)
+            for r, key in enumerate(rows.keys):
+                self._add_member(member_name(key, INPUT_IDS_MEMBER), _npy_bytes(rows.input_ids[r]))
+                self._add_member(member_name(key, LABELS_MEMBER), _npy_bytes(rows.labels[r]))
+                self._add_member(member_name(key, META_MEMBER), json.dumps(rows.meta(r), sort_keys=True).encode())
+        self.samples += len(rows)
 
     def _add_member(self, name: str, data: bytes) -> None:
         info = tarfile.TarInfo(name)
@@ -104,34 +95,35 @@ class ShardWriter:
     def _flush_arrow(self, rows: int) -> None:
         if not self._pending:
             return
-        merged = {k: [] for k in ("ids", "labels", "lengths", "keys", "offsets", "doc_keys")}
-        for part in self._pending:
-            for k in merged:
-                merged[k].append(part[k])
-        ids = np.concatenate(merged["ids"])
-        labels = np.concatenate(merged["labels"])
-        lengths = np.concatenate(merged["lengths"])
-        keys = [k for part in merged["keys"] for k in part]
-        offsets = [o for part in merged["offsets"] for o in part]
-        doc_keys = [d for part in merged["doc_keys"] for d in part]
-        take = min(rows, len(keys))
+        parts = self._pending
+        merged = SampleRows(
+            input_ids=np.concatenate([p.input_ids for p in parts]),
+            labels=np.concatenate([p.labels for p in parts]),
+            lengths=np.concatenate([p.lengths for p in parts]),
+            mask_spans=np.concatenate([p.mask_spans for p in parts]),
+            keys=[k for p in parts for k in p.keys],
+            doc_offsets=[o for p in parts for o in p.doc_offsets],
+            doc_keys=[d for p in parts for d in p.doc_keys],
+        )
+        take = min(rows, len(merged))
         batch = pa.record_batch(
             [
-                pa.array(keys[:take], pa.string()),
-                _list_array(ids[:take]),
-                _list_array(labels[:take]),
-                pa.array(offsets[:take], pa.list_(pa.int32())),
-                pa.array(doc_keys[:take], pa.list_(pa.string())),
-                pa.array(lengths[:take], pa.int32()),
+                pa.array(merged.keys[:take], pa.string()),
+                _list_array(merged.input_ids[:take]),
+                _list_array(merged.labels[:take]),
+                pa.array(merged.doc_offsets[:take], pa.list_(pa.int32())),
+                pa.array(merged.doc_keys[:take], pa.list_(pa.string())),
+                pa.array(merged.lengths[:take], pa.int32()),
+                spans_to_lists(merged.mask_spans[:take]),
             ],
             schema=SAMPLE_SCHEMA,
         )
         self._arrow.write_batch(batch)
-        rest = len(keys) - take
-        self._pending = [] if rest == 0 else [dict(ids=ids[take:], labels=labels[take:], lengths=lengths[take:],
-                                                   keys=keys[take:], offsets=offsets[take:], doc_keys=doc_keys[take:])]
+        rest = len(merged) - take
+        self._pending = [] if rest == 0 else [SampleRows(
+            merged.input_ids[take:], merged.labels[take:], merged.lengths[take:], merged.mask_spans[take:],
+            merged.keys[take:], merged.doc_offsets[take:], merged.doc_keys[take:])]
         self._pending_rows = rest
-
     def close(self) -> dict[str, dict]:
         """Finish every file; returns ``{format: {path, bytes, sha256, samples}}``."""
         if "arrow" in self.formats:

@@ -22,7 +22,7 @@ from meap_data.config import PrepareConfig
 from meap_data.errors import ChecksumError, DatasetIncompleteError, MeapDataError
 from meap_data.loader import FeistelPermutation, ShardDataLoader, ShardIterableDataset, ShardLoader
 from meap_data.manifest import read_manifest
-from meap_data.masking import IGNORE_INDEX
+from meap_data.sample_format import IGNORE_INDEX
 from meap_data.prepare import run_prepare
 
 SEQ = 64

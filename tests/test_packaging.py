@@ -68,7 +68,7 @@ def test_sdist_and_wheel_build_and_carry_the_schemas(tmp_path):
         for name in SCHEMAS:
             body = z.read(f"meap_data/schemas/{name}")
             assert body == open(os.path.join(ROOT, "schemas", name), "rb").read()
-    assert {"meap_data/beam.py", "meap_data/loader/core.py", "meap_data/rust/shards.py"} <= names
+    assert {"meap_data/beam.py", "meap_data/loader/core.py", "meap_data/kinds/rust.py"} <= names
     assert not any(n.startswith("tests/") for n in names)
     metadata = next(n for n in names if n.endswith("METADATA"))
     with zipfile.ZipFile(wheel) as z:

@@ -4,7 +4,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from meap_data.masking import IGNORE_INDEX
+from meap_data.sample_format import IGNORE_INDEX
 from meap_data.packing import Packer
 
 EOS, PAD = 1, 1

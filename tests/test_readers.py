@@ -97,7 +97,7 @@ def test_truncated_gzip_keeps_what_was_read_and_rejects_the_rest(tmp_path):
 
 
 def test_truncated_zstd_and_rust_transcripts_are_rejected_not_crashed(tmp_path):
-    from meap_data.rust.shards import iter_records
+    from meap_data.kinds.rust import iter_records
 
     body = "".join(json.dumps({"text": f"line {i} " * 30}) + "\n" for i in range(3000)).encode()
     data = zstandard.ZstdCompressor().compress(body)

@@ -23,9 +23,10 @@ from meap_data.config import PrepareConfig
 from meap_data.manifest import read_manifest
 from meap_data.prepare import run_prepare
 from meap_data.rust import error_index as EI
-from meap_data.rust.masking import IGNORE_INDEX, MIN_ANSWER_TOKENS
-from meap_data.rust.render import diagnose_layout, repair_layout
-from meap_data.rust.shards import NO_CODE, is_eval_code, primary_code
+from meap_data.kinds.rust import NO_CODE, RustOptions, is_eval_code, primary_code
+from meap_data.masking import SFT_MIN_ANSWER_TOKENS
+from meap_data.rust.render import diagnose, repair
+from meap_data.sample_format import IGNORE_INDEX
 from meap_data.verify import verify_dataset
 
 REPO = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -56,7 +57,8 @@ def corpus(tmp_path_factory, rust_docs_toolchain) -> tuple[str, list[dict]]:
 
 def _config(pattern: str, **kw) -> PrepareConfig:
     kw.setdefault("seq_len", SEQ)
-    return PrepareConfig(inputs=(pattern,), kind="rust", eval_codes=(HELD_OUT,), eval_fraction=0.1, **kw)
+    return PrepareConfig(inputs=(pattern,), kind="rust", options=RustOptions(eval_codes=(HELD_OUT,), eval_fraction=0.1),
+                         **kw)
 
 
 @pytest.fixture(scope="module")
@@ -166,19 +168,21 @@ def test_prompt_labels_ignored_masked_copies_only_for_long_answers(prepared, cor
     masked_copies = i = 0
     while i < len(samples):
         clean = samples[i]
-        layout = repair_layout(by_key[clean["doc_keys"][0]])
-        n_prompt = len(tok.encode(layout.prompt, add_special_tokens=False).ids)
-        n_answer = len(tok.encode(layout.response, add_special_tokens=False).ids)
+        prompt, answer = repair(by_key[clean["doc_keys"][0]])
+        n_prompt = len(tok.encode(prompt, add_special_tokens=False).ids)
+        n_answer = len(tok.encode(answer, add_special_tokens=False).ids)
         ids, labels, n = np.array(clean["input_ids"]), np.array(clean["labels"]), clean["length"]
         assert n == n_prompt + n_answer + 1 and clean["doc_offsets"] == [0]
         assert (labels[:n_prompt] == IGNORE_INDEX).all()
         assert (labels[n_prompt:n] == ids[n_prompt:n]).all() and mask_id not in ids[:n]
         assert (labels[n:] == IGNORE_INDEX).all()
         has_masked = i + 1 < len(samples) and samples[i + 1]["doc_keys"] == clean["doc_keys"]
-        assert has_masked == (n_answer > MIN_ANSWER_TOKENS)
+        assert has_masked == (n_answer > SFT_MIN_ANSWER_TOKENS)
+        assert clean["mask_span"] == []
         if has_masked:
             masked = samples[i + 1]
             m_ids, m_labels = np.array(masked["input_ids"]), np.array(masked["labels"])
+            assert masked["mask_span"] == [n_prompt, n_prompt + n_answer]
             at = m_ids == mask_id
             assert at.sum() == max(1, int(n_answer * 0.1))
             assert (np.flatnonzero(at) >= n_prompt).all()
@@ -227,8 +231,8 @@ def test_cli_diagnose_concat_rejects_too_long(prepared, corpus, tmp_path, capsys
     concatenated = 0
     for s in _samples(os.path.join(out, "train")):
         assert s["length"] <= 600
-        layout = diagnose_layout(by_key[s["doc_keys"][0]])
-        n_prompt = len(tok.encode(layout.prompt, add_special_tokens=False).ids)
+        prompt, _ = diagnose(by_key[s["doc_keys"][0]])
+        n_prompt = len(tok.encode(prompt, add_special_tokens=False).ids)
         labels = np.array(s["labels"])
         assert (labels[:n_prompt] == IGNORE_INDEX).all()
         if len(s["doc_offsets"]) == 2:  # clean copy, then the masked copy in the same row

@@ -11,7 +11,7 @@ import pytest
 from meap_data.config import PrepareConfig
 from meap_data.manifest import read_manifest
 from meap_data.prepare import run_prepare
-from meap_data.shards import SAMPLE_SCHEMA
+from meap_data.sample_format import SAMPLE_SCHEMA
 
 SCHEMAS = os.path.join(os.path.dirname(os.path.dirname(os.path.abspath(__file__))), "meap_data", "schemas")
 

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from .. import storage
 from ..errors import ChecksumError, MeapDataError
-from ..shards import SAMPLE_SCHEMA
+from ..sample_format import COLUMN, SAMPLE_SCHEMA
 from .rows import Rows, hex16_words, key_words
 
 
@@ -58,13 +58,17 @@ class ArrowShard:
         base = whole.address
         rows_per_batch, addresses = [], []
         for batch in table.to_batches():
-            key, ids, labels, docs, _, length = batch.columns
-            kb, ib, lb, db, nb = key.buffers(), ids.buffers(), labels.buffers(), docs.buffers(), length.buffers()
+            kb, ib, lb, db, nb, sb = (batch.column(COLUMN[name]).buffers() for name in
+                                      ("key", "input_ids", "labels", "doc_offsets", "length", "mask_span"))
             rows_per_batch.append(batch.num_rows)
+            # An empty values buffer may be absent (no span in the whole batch): its
+            # offsets are then all equal and never dereferenced.
+            span_values = sb[3].address if sb[3] is not None else base
             addresses.append((ib[1].address, ib[3].address, lb[1].address, lb[3].address, db[1].address,
-                              db[3].address, nb[1].address, kb[1].address, kb[2].address))
-        at = np.array(addresses, dtype=np.int64).reshape(-1, 9) - base
-        if (at[:, :8] % 4).any():
+                              db[3].address, nb[1].address, sb[1].address, span_values,
+                              kb[1].address, kb[2].address))
+        at = np.array(addresses, dtype=np.int64).reshape(-1, 11) - base
+        if (at[:, :10] % 4).any():
             raise MeapDataError(f"shard {name}: buffers not aligned to 4 bytes; the shard is corrupt")
         words_at = at // 4
         self.row0 = np.concatenate([[0], np.cumsum(rows_per_batch)]).astype(np.int64)
@@ -72,12 +76,14 @@ class ArrowShard:
         self.ids = words_at[:, 1] + self.words[words_at[:, 0]]
         self.labels = words_at[:, 3] + self.words[words_at[:, 2]]
         self.doc_offs, self.doc_vals, self.lens = words_at[:, 4], words_at[:, 5], words_at[:, 6]
-        self.key_offs, self.key_data = words_at[:, 7], at[:, 8]
+        self.span_offs, self.span_vals = words_at[:, 7], words_at[:, 8]
+        self.key_offs, self.key_data = words_at[:, 9], at[:, 10]
 
     def gather(self, local: np.ndarray, slots: np.ndarray, out: Rows, want_keys: bool,
                doc_lists: list, key_list: list | None, want_inputs: bool = True, want_words: bool = True) -> None:
         """Copy rows ``local`` of this shard into ``out`` at rows ``slots``; key words
-        (the masking streams) only when ``want_words``, key strings when ``want_keys``."""
+        (the masking streams) only when ``want_words``, key strings when ``want_keys``,
+        mask spans when ``out.mask_spans`` is an array."""
         L = self.seq_len
         c = np.searchsorted(self.row0, local, side="right") - 1
         r = local - self.row0[c]
@@ -95,6 +101,11 @@ class ArrowShard:
         vals = self.doc_vals[c]
         for slot, a, b in zip(slots.tolist(), (vals + lo).tolist(), (vals + hi).tolist()):
             doc_lists[slot] = w[a:b]
+        if out.mask_spans is not None:
+            s_lo = w[self.span_offs[c] + r].astype(np.int64)
+            has = w[self.span_offs[c] + r + 1] > s_lo
+            at = np.where(has, self.span_vals[c] + s_lo, 0)
+            out.mask_spans[slots] = np.where(has[:, None], np.stack([w[at], w[at + 1]], axis=1), 0)
         if not (want_keys or want_words):
             return
         klo = w[self.key_offs[c] + r].astype(np.int64)
@@ -124,8 +135,8 @@ class ArrowSource:
                 "dataset locally, or pass format='webdataset' to stream the tars from there"
             )
         self.directory = directory
-        self.entries = manifest["shards"]["arrow"]
-        self.seq_len = int(manifest["seq_len"])
+        self.entries = manifest.shards("arrow")
+        self.seq_len = manifest.seq_len
         self.verify = verify
         self.firsts = np.array([e["first_sample"] for e in self.entries], dtype=np.int64)
         self._open: dict[int, ArrowShard] = {}
@@ -146,7 +157,7 @@ class ArrowSource:
         return shard
 
     def fetch(self, indices: np.ndarray, input_ids: np.ndarray | None, labels: np.ndarray,
-              want_keys: bool = False, want_words: bool = True) -> Rows:
+              want_keys: bool = False, want_words: bool = True, want_spans: bool = False) -> Rows:
         """Samples at global ``indices`` (int64), in that order. Token rows are copied
         into ``input_ids`` (skipped when None) and ``labels``, arrays of shape
         (len(indices), seq_len) of any integer dtype: the copy converts."""
@@ -158,6 +169,7 @@ class ArrowSource:
             doc_starts=None,
             doc_counts=None,
             key_words=np.empty(n, dtype=np.uint64) if want_words else None,
+            mask_spans=np.empty((n, 2), dtype=np.int32) if want_spans else None,
         )
         doc_lists: list = [None] * n
         key_list = [None] * n if want_keys else None

@@ -12,10 +12,11 @@ Policies (also in the README's "Loading shards"):
   out in). Remainder policy ``drop`` (default): only full global batches, so every rank
   gets ``(samples - position) // (batch_size * world_size)`` batches; ``wrap``: the last
   global batch is completed with the first samples of the same epoch's order.
-- Masks: ``static`` returns the masks baked into the shards; ``per_epoch`` recomputes
-  them with :func:`meap_data.masking.apply_meap_mask` from the clean labels, with
-  ``epoch=None`` at epoch 0 (the pipeline's call, so epoch 0 reproduces the shards
-  exactly) and ``epoch=e`` from epoch 1 on.
+- Masks: ``static`` returns the masks baked into the shards; ``per_epoch`` re-draws
+  them with the dataset's own mask rule (the manifest's ``mask_rule``, see
+  :mod:`meap_data.masking`) inside each sample's ``mask_span``, with ``epoch=None`` at
+  epoch 0 (the pipeline's draw, so epoch 0 reproduces the shards exactly) and
+  ``epoch=e`` from epoch 1 on.
 
 Memory, per loader (one per rank, or per DataLoader worker):
 
@@ -39,8 +40,8 @@ import numpy as np
 
 from .. import storage
 from ..errors import MeapDataError
-from ..manifest import read_manifest
-from ..masking import apply_meap_mask
+from ..manifest import DatasetManifest
+from ..sample_format import span_of
 from .arrow_source import ArrowSource
 from .order import REMAINDER_POLICIES, EpochOrder, batches_per_epoch, dataset_segments
 from .rows import BufferPool, Rows, key_words
@@ -59,9 +60,11 @@ MASK_MODES = ("static", "per_epoch")
 #                                 piece of its own): flash-attn's varlen cu_seqlens
 #   max_seqlen     int            longest piece, flash-attn's max_seqlen
 #   lengths        (B,) index     real tokens per row
+#   mask_span      (B, 2) index   [start, end) the mask rule draws from; start == end: none
 #   keys           list of str    stable sample keys
 DEFAULT_FIELDS = ("input_ids", "labels", "position_ids")
-ALL_FIELDS = DEFAULT_FIELDS + ("doc_ids", "attention_mask", "cu_seqlens", "max_seqlen", "lengths", "keys")
+ALL_FIELDS = DEFAULT_FIELDS + ("doc_ids", "attention_mask", "cu_seqlens", "max_seqlen", "lengths", "mask_span",
+                               "keys")
 # Tar shards a WebDataset loader shuffles together by default: the memory bound is this
 # many shards' samples (a worker's share of them), see README "Loading shards".
 DEFAULT_WEBDATASET_WINDOW = 4
@@ -71,16 +74,16 @@ DEFAULT_ROWS_PER_READ = 256
 _GROUPS_PER_INDEX_BLOCK = 16
 
 
-def check_dataset_files(directory: str, manifest: dict, fmt: str) -> None:
+def check_dataset_files(directory: str, manifest: DatasetManifest, fmt: str) -> None:
     """Every shard of ``fmt`` that the manifest names exists with the recorded size."""
-    if fmt not in manifest["shards"]:
-        have = ", ".join(manifest["shards"]) or "none"
+    if fmt not in manifest.formats:
+        have = ", ".join(manifest.formats) or "none"
         raise MeapDataError(
             f"dataset {directory!r} has no {fmt} shards (it has: {have}); pass format="
-            f"{next(iter(manifest['shards']), 'arrow')!r} or rerun prepare with --format arrow,webdataset"
+            f"{next(iter(manifest.formats), 'arrow')!r} or rerun prepare with --format arrow,webdataset"
         )
-    entries = manifest["shards"][fmt]
-    total = manifest["counts"]["samples"]
+    entries = manifest.shards(fmt)
+    total = manifest.samples
     expected_first = 0
     for entry in entries:
         path = storage.join(directory, entry["path"])
@@ -114,8 +117,8 @@ class ShardLoader:
     ``None``: all. ``rank``/``world_size``, ``worker_id``/``num_workers``: this
     consumer's slice.
     ``remainder``: ``"drop"`` or ``"wrap"``, see the module docstring. ``masks``:
-    ``"static"`` or ``"per_epoch"``; ``mask_seed``/``mask_ratio`` default to the
-    pipeline's. ``verify_checksums``: check each shard's sha256 before using it (reads
+    ``"static"`` or ``"per_epoch"`` (re-drawn by the dataset's mask rule);
+    ``mask_seed``/``mask_ratio`` default to the pipeline's. ``verify_checksums``: check each shard's sha256 before using it (reads
     every shard in full once per process). ``fields``: the batch entries, from
     :data:`ALL_FIELDS` (described above it). ``sample_range``: ``(start, stop)`` global sample indices to use
     (e.g. to hold out the last samples for evaluation). ``dtype``: numpy dtype of
@@ -171,10 +174,10 @@ class ShardLoader:
         if bad:
             raise MeapDataError(f"unknown fields {bad}; choose from {', '.join(ALL_FIELDS)}")
         self.path = path
-        self.manifest = manifest = read_manifest(path)
+        self.manifest = manifest = DatasetManifest.read(path)
         check_dataset_files(path, manifest, format)
         self.format = format
-        self.seq_len = int(manifest["seq_len"])
+        self.seq_len = manifest.seq_len
         self.batch_size = int(batch_size)
         self.shuffle = bool(shuffle)
         self.seed = int(seed)
@@ -187,13 +190,15 @@ class ShardLoader:
         self.worker_id, self.num_workers = int(worker_id), int(num_workers)
         self.remainder = remainder
         self.masks = masks
-        config = manifest["config"]
-        tok = manifest["tokenizer"]
-        self.mask_seed = int(config["seed"] if mask_seed is None else mask_seed)
-        self.mask_ratio = float(config["mask_ratio"] if mask_ratio is None else mask_ratio)
-        self.mask_id = int(manifest["mask_token_id"])
-        self.pad_id = int(tok["pad_token_id"])
-        self.exclude_ids = () if config.get("mask_special_tokens", True) else (int(tok["eos_token_id"]), self.mask_id)
+        self.mask_seed = manifest.seed if mask_seed is None else int(mask_seed)
+        # Read only for per_epoch: a dataset whose rule this version cannot re-draw still
+        # loads with its static masks.
+        self.mask_rule = None
+        if masks == "per_epoch":
+            rule = manifest.mask_rule
+            self.mask_rule = rule if mask_ratio is None else rule.with_ratio(mask_ratio)
+        self.mask_id = manifest.mask_token_id
+        self.pad_id = manifest.pad_token_id
         self.verify_checksums = bool(verify_checksums)
         self.fields = tuple(fields)
         self.dtype = np.dtype(dtype)
@@ -201,12 +206,12 @@ class ShardLoader:
         for name, value in (("dtype", self.dtype), ("index_dtype", self.index_dtype)):
             if value not in (np.dtype(np.int32), np.dtype(np.int64)):
                 raise MeapDataError(f"{name} must be int32 or int64, got {value}")
-        total = int(manifest["counts"]["samples"])
+        total = manifest.samples
         lo, hi = sample_range if sample_range is not None else (0, total)
         if not 0 <= lo < hi <= total:
             raise MeapDataError(f"sample_range {sample_range} must satisfy 0 <= start < stop <= {total} (the dataset's samples)")
         self.sample_range = (int(lo), int(hi))
-        self._segments = dataset_segments(manifest["shards"][format], self.sample_range)
+        self._segments = dataset_segments(manifest.shards(format), self.sample_range)
         self.samples = hi - lo
         if remainder == "drop" and self.samples < self.global_batch:
             raise MeapDataError(
@@ -254,7 +259,7 @@ class ShardLoader:
             "seed": self.seed,
             "shuffle": self.shuffle,
             "window_shards": self.window_shards,
-            "dataset": self.manifest.get("config_hash"),
+            "dataset": self.manifest.config_hash,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -377,14 +382,20 @@ class ShardLoader:
                indices: np.ndarray | None = None) -> Rows:
         n, L = len(positions), self.seq_len
         pool = self._pool
-        inputs = pool.get("input_ids", n, L, self.dtype) if self.masks == "static" else None
-        labels = pool.get("labels", n, L, self.dtype if self.masks == "static" else np.int32)
+        remask = self.mask_rule is not None
+        # Re-drawn masks are computed into new arrays: the stored rows are read as int32.
+        inputs = None
+        if not remask:
+            inputs = pool.get("input_ids", n, L, self.dtype)
+        elif self.mask_rule.needs_inputs:
+            inputs = pool.get("stored_input_ids", n, L, np.int32)
+        labels = pool.get("labels", n, L, np.int32 if remask else self.dtype)
         if reader is not None:
             return reader.fetch(order, positions, inputs, labels)
         if indices is None:
             indices = order.indices(positions % order.total)
         return self._get_source().fetch(indices, inputs, labels, want_keys="keys" in self.fields,
-                                        want_words=self.masks == "per_epoch")
+                                        want_words=remask, want_spans=remask or "mask_span" in self.fields)
 
     @property
     def _pool(self) -> BufferPool:
@@ -406,14 +417,13 @@ class ShardLoader:
         it = self.index_dtype
         fields = self.fields
         labels = rows.labels
-        if self.masks == "per_epoch":
-            inputs, _ = apply_meap_mask(
-                labels, rows.lengths, rows.key_words, mask_id=self.mask_id, ratio=self.mask_ratio,
-                seed=self.mask_seed, epoch=None if epoch == 0 else epoch, exclude_ids=self.exclude_ids,
-                pad_id=self.pad_id,
+        if self.mask_rule is not None:
+            masked = self.mask_rule.apply(
+                labels, rows.lengths, rows.mask_spans, rows.key_words, mask_id=self.mask_id, pad_id=self.pad_id,
+                seed=self.mask_seed, epoch=None if epoch == 0 else epoch, inputs=rows.input_ids,
             )
-            inputs = inputs.astype(dt, copy=False)
-            labels = labels.astype(dt, copy=False)
+            inputs = masked.input_ids.astype(dt, copy=False)
+            labels = masked.labels.astype(dt, copy=False)
         else:
             inputs = rows.input_ids
         # Pieces: every document piece of every row, plus each row's padding as a piece
@@ -446,6 +456,8 @@ class ShardLoader:
             full["attention_mask"] = (np.arange(L)[None, :] < rows.lengths[:, None]).astype(it)
         if "lengths" in fields:
             full["lengths"] = rows.lengths.astype(it)
+        if "mask_span" in fields:
+            full["mask_span"] = rows.mask_spans.astype(it)
         array_fields = [f for f in fields if f in full]
         want_cu = "cu_seqlens" in fields or "max_seqlen" in fields
         out = []
@@ -543,4 +555,5 @@ class _WindowReader:
             doc_counts=np.array([len(d) for d in doc_lists], dtype=np.int64),
             key_words=key_words(keys),
             keys=keys,
+            mask_spans=np.array([span_of(m["mask_span"]) for m in metas], dtype=np.int32).reshape(-1, 2),
         )

@@ -36,11 +36,12 @@ def key_words(keys: list[str]) -> np.ndarray:
 class Rows:
     """``n`` samples of ``seq_len`` tokens, in the order they were asked for.
 
-    ``input_ids``: int32 (n, seq_len), the baked (masked) inputs. ``labels``: int32
+    ``input_ids``: (n, seq_len), the baked (masked) inputs, or None when not read. ``labels``: int32
     (n, seq_len), clean ids, -100 on padding. ``lengths``: int32 (n,), real tokens.
     ``doc_starts``: int32, every row's document-piece starts concatenated;
     ``doc_counts``: int64 (n,), pieces per row. ``key_words``: uint64 (n,) (None when not needed). ``keys``:
-    the sample keys (list of str), or None when not decoded.
+    the sample keys (list of str), or None when not decoded. ``mask_spans``: int32 (n, 2),
+    or None when not read.
     """
 
     input_ids: np.ndarray
@@ -50,6 +51,7 @@ class Rows:
     doc_counts: np.ndarray
     key_words: np.ndarray
     keys: list[str] | None = None
+    mask_spans: np.ndarray | None = None
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])

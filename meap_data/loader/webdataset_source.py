@@ -2,8 +2,8 @@
 
 Tars are read front to back as a stream (``storage.open_read``: local files and
 object-store URLs alike), never extracted. The reader accepts exactly what meap-data
-writes: ustar regular-file members named ``KEY.input_ids.npy``, ``KEY.labels.npy``,
-``KEY.json``, three per sample, in sample order. Anything else is an error that names
+writes: ustar regular-file members named as :mod:`meap_data.sample_format` declares
+(``KEY.input_ids.npy``, ``KEY.labels.npy``, ``KEY.json``), three per sample, in order. Anything else is an error that names
 the shard and the member: links, directories, names with a path separator or ``..``
 (which could escape a directory when extracted by another tool), a header whose
 checksum fails, a file that ends before the end-of-archive blocks.
@@ -23,9 +23,11 @@ import numpy as np
 
 from .. import storage
 from ..errors import ChecksumError, MeapDataError
+from ..sample_format import INPUT_IDS_MEMBER, LABELS_MEMBER, MEMBERS, META_MEMBER
 
 BLOCK = 512
-MEMBERS = ("input_ids.npy", "labels.npy", "json")
+#: The key a decoded member is stored under in a sample's ``members`` dict.
+_FIELD = {INPUT_IDS_MEMBER: "input_ids", LABELS_MEMBER: "labels", META_MEMBER: "json"}
 
 
 class TarFormatError(MeapDataError):
@@ -209,13 +211,13 @@ def _parse(reader: _Reader, shard: str, wanted: Callable[[int], bool], expected_
                 raise TarFormatError(f"shard {shard}: truncated tar, member {name!r} ends past the end of the file; {_fix_hint()}")
             body = data[:size]
             where = f"shard {shard}: member {name!r}"
-            if ext == "json":
+            if ext == META_MEMBER:
                 try:
-                    members["json"] = json.loads(body)
+                    members[_FIELD[ext]] = json.loads(body)
                 except ValueError as exc:
                     raise TarFormatError(f"{where}: invalid JSON ({exc}); {_fix_hint()}") from exc
             else:
-                members[ext[:-4]] = _npy(body, where)
+                members[_FIELD[ext]] = _npy(body, where)
         elif reader.skip(padded) < padded:
             raise TarFormatError(f"shard {shard}: truncated tar, member {name!r} ends past the end of the file; {_fix_hint()}")
     finish_sample()
@@ -232,8 +234,8 @@ class WebDatasetSource:
 
     def __init__(self, directory: str, manifest: dict, verify: bool):
         self.directory = directory
-        self.entries = manifest["shards"]["webdataset"]
-        self.seq_len = int(manifest["seq_len"])
+        self.entries = manifest.shards("webdataset")
+        self.seq_len = manifest.seq_len
         self.verify = verify
 
     def read(self, shard: int, first: int, count: int, wanted: set[int]) -> Iterator[tuple[int, str, dict]]:

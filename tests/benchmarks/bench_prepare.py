@@ -29,7 +29,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspa
 from meap_data.config import PrepareConfig  # noqa: E402
 from meap_data.demo import stdlib_dir  # noqa: E402
 from meap_data.inputs import FileRange, expand_inputs  # noqa: E402
-from meap_data.masking import apply_meap_mask  # noqa: E402
+from meap_data.masking import PretrainRule  # noqa: E402
 from meap_data.prepare import run_prepare  # noqa: E402
 from meap_data.readers import read_range  # noqa: E402
 from meap_data.tokenizer import prepare_tokenizer, train_bpe  # noqa: E402
@@ -105,10 +105,12 @@ def main() -> None:
     labels = np.random.default_rng(0).integers(0, args.vocab_size, (rows, args.seq_len), dtype=np.int32)
     keys = [f"{i:016x}" for i in range(rows)]
     lengths = np.full(rows, args.seq_len)
+    rule = PretrainRule(ratio=0.15)
+    spans = rule.spans(lengths)
     mask_best = float("inf")
     for _ in range(10):
         t = time.perf_counter()
-        apply_meap_mask(labels, lengths, keys, mask_id=info.mask_token_id, ratio=0.15, seed=0)
+        rule.apply(labels, lengths, spans, keys, mask_id=info.mask_token_id, pad_id=info.pad_token_id, seed=0)
         mask_best = min(mask_best, time.perf_counter() - t)
     mask_tps = rows * args.seq_len / mask_best
 

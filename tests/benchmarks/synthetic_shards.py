@@ -15,9 +15,11 @@ import numpy as np
 
 from meap_data.config import PrepareConfig
 from meap_data.keys import sample_key
+from meap_data.kinds import resolve_config
 from meap_data.manifest import build_manifest, write_manifest
-from meap_data.masking import apply_meap_mask
+from meap_data.masking import PretrainRule
 from meap_data.packing import Packer
+from meap_data.sample_format import SampleRows
 from meap_data.shards import ShardWriter
 from meap_data.storage import write_bytes_atomic
 from meap_data.tokenizer import TokenizerInfo
@@ -42,7 +44,8 @@ def build_synthetic(out_dir: str, samples: int, seq_len: int, shards: int, forma
     """
     os.makedirs(out_dir, exist_ok=True)
     info = _tokenizer()
-    config = PrepareConfig(inputs=("synthetic",), seq_len=seq_len, formats=tuple(formats), seed=seed)
+    config = resolve_config(PrepareConfig(inputs=("synthetic",), seq_len=seq_len, formats=tuple(formats), seed=seed))
+    rule = PretrainRule(ratio=config.mask_ratio)
     write_bytes_atomic(os.path.join(out_dir, "tokenizer.json"), info.json.encode())
     rng = np.random.default_rng(seed)
     per_shard = [samples // shards + (1 if i < samples % shards else 0) for i in range(shards)]
@@ -75,15 +78,15 @@ def build_synthetic(out_dir: str, samples: int, seq_len: int, shards: int, forma
                         packed.doc_offsets[take], packed.doc_keys[take])]
         tokens = masked = 0
         for labels, lengths, keys, offsets, doc_keys in batches:
-            inputs, mask = apply_meap_mask(labels, lengths, keys, mask_id=MASK, ratio=config.mask_ratio,
-                                           seed=config.seed, pad_id=PAD)
-            writer.write(inputs, labels, lengths, keys, offsets, doc_keys)
+            spans = rule.spans(lengths)
+            out = rule.apply(labels, lengths, spans, keys, mask_id=MASK, pad_id=PAD, seed=config.seed)
+            writer.write(SampleRows(out.input_ids, labels, lengths, spans, keys, offsets, doc_keys))
             tokens += int(lengths.sum())
-            masked += int(mask.sum())
+            masked += out.count
         files = writer.close()
         results.append({"index": index, "documents_read": 0, "documents_written": 0, "rejected": {},
                         "samples": n, "tokens": tokens, "padding_tokens": n * seq_len - tokens,
                         "masked_tokens": masked, "files": files})
-    manifest = build_manifest(config, info, results)
+    manifest = build_manifest(config, info, rule, results)
     write_manifest(out_dir, manifest)
     return manifest

@@ -1,0 +1,362 @@
+"""The ``rust`` kind: transcript records to train and eval datasets, free of Beam.
+
+Transcript JSONL (``schemas/rust_transcript.schema.json``, from ``meap-data rust
+harvest`` / ``rust error-index``) becomes shards of the same dataset layout as text, so
+the loader, ``inspect`` and ``verify`` work unchanged. Three tasks (``--task``):
+
+- ``repair`` (default): prompt = source + compiler output, answer = the fixed source.
+  A record without ``fixed_source`` is rejected as ``no_fix`` rather than silently turned
+  into a diagnose example: a repair dataset holds only repair examples, and the rejected
+  file names the records a ``--task diagnose`` run would use.
+- ``diagnose``: prompt = the source, answer = what the compiler printed.
+- ``transcript``: the record as one shell-session text, packed and masked exactly like
+  text (the ``pretrain`` rule).
+
+The fine-tuning tasks use the ``sft`` rule (:class:`meap_data.masking.SftRule`): a clean
+copy and, for answers over 50 tokens, a masked copy, as consecutive samples (``rows``) or
+one sample (``concat``, ``doc_offsets`` marking where the second copy starts). Examples
+are never packed: each is one sample padded to ``seq_len``; one that does not fit is
+rejected as ``too_long`` (truncating a fix would teach a wrong fix).
+
+The split: every record has a *primary code* (:func:`primary_code`); a code is held out
+for evaluation when named in ``eval_codes`` or when its hash falls under
+``eval_fraction`` (:func:`is_eval_code`), so no code lands in both datasets. Records
+rejected before their code is known (bad JSON, schema errors, time-outs, no diagnostics)
+are counted in the train dataset only, so the two manifests' ``documents_read`` add up
+to the number of input records.
+"""
+
+from __future__ import annotations
+
+import argparse
+import dataclasses
+import time
+from dataclasses import dataclass
+from typing import Any, Iterator
+
+import numpy as np
+
+from .. import storage
+from ..config import PrepareConfig
+from ..documents import Document, Rejected
+from ..errors import MeapDataError
+from ..inputs import FileRange, WorkUnit
+from ..keys import hash64, sample_key
+from ..masking import PRETRAIN_MASK_RATIO, SFT_LAYOUTS, SFT_MASK_RATIO, SftCopy, SftRule
+from ..process import PackedDocumentsProcessor, UnitProcessor, UnitResult, pretrain_rule
+from ..readers import json_lines
+from ..rust.records import validate_record
+from ..rust.render import diagnose, repair, transcript_text
+from ..sample_format import IGNORE_INDEX
+from .base import DataKind, DatasetTarget
+
+TASKS = ("repair", "diagnose", "transcript")
+SPLITS = ("train", "eval")
+#: Share of primary codes held out by hash when no ``--eval-codes`` are named.
+EVAL_FRACTION = 0.1
+#: The primary code of a record whose diagnostics carry no code at all (parse errors).
+NO_CODE = "none"
+#: Records tokenized per ``encode_batch`` call (the tokenizer threads within a batch).
+SFT_BATCH_RECORDS = 256
+_SPLIT_BUCKETS = 1_000_000
+
+
+@dataclass(frozen=True)
+class RustOptions:
+    """``task``: repair, diagnose or transcript. ``sft_layout``: rows or concat.
+    ``eval_codes``: primary codes held out by name; ``eval_fraction``: share held out by
+    hash (None: 0.1 without ``eval_codes``, 0 with them). ``split``: the half of the
+    split a dataset holds (set per target)."""
+
+    task: str = "repair"
+    sft_layout: str = "rows"
+    eval_codes: tuple[str, ...] = ()
+    eval_fraction: float | None = None
+    split: str = "train"
+
+    def __post_init__(self):
+        # Canonical order and spelling, so "--eval-codes E0382,E0308" and
+        # "E0308,E0382" give the same config hash.
+        codes = tuple(sorted({c.strip() for c in self.eval_codes if c.strip()}))
+        object.__setattr__(self, "eval_codes", codes)
+        if self.eval_fraction is None:
+            object.__setattr__(self, "eval_fraction", 0.0 if codes else EVAL_FRACTION)
+
+    def to_json(self) -> dict:
+        data = dataclasses.asdict(self)
+        data["eval_codes"] = list(self.eval_codes)
+        return data
+
+
+# ---------------------------------------------------------------------- the split
+
+
+def primary_code(record: dict[str, Any]) -> str:
+    """The code a record is about: its first error's code, else the example's expected
+    code, else its first code of any level (a lint name), else :data:`NO_CODE`."""
+    diagnostics = record.get("diagnostics") or []
+    for d in diagnostics:
+        if str(d.get("level", "")).startswith("error") and d.get("code"):
+            return d["code"]
+    if record.get("expected_code"):
+        return record["expected_code"]
+    for d in diagnostics:
+        if d.get("code"):
+            return d["code"]
+    return NO_CODE
+
+
+def is_eval_code(code: str, eval_codes: tuple[str, ...] | frozenset[str], eval_fraction: float) -> bool:
+    """Whether ``code`` is held out: named in ``eval_codes``, or its 64-bit hash lands in
+    the first ``eval_fraction`` of the buckets. A pure function of the code: the split
+    never depends on the seed, the inputs' order or which other codes exist."""
+    if code in eval_codes:
+        return True
+    return hash64("meap-eval-split", code) % _SPLIT_BUCKETS < round(eval_fraction * _SPLIT_BUCKETS)
+
+
+# ---------------------------------------------------------------------- reading
+
+
+def iter_records(frange: FileRange) -> Iterator[tuple[dict[str, Any] | None, Rejected | None]]:
+    """(record, None) for each usable record of one input range, (None, Rejected) else.
+
+    Reasons: ``invalid_utf8``, ``invalid_json``, ``invalid_record`` (fails the schema),
+    ``timed_out`` (the compiler ran past its limit: no output to learn from) and
+    ``no_diagnostics`` (it compiled cleanly); a whole file that is not JSON lines (a
+    ``.rs`` source given by mistake) is one ``not_jsonl``. Compressed files (.gz, .zst)
+    are read too.
+    """
+    f = frange.file
+    if f.kind != "jsonl":
+        yield None, Rejected(f.relpath, "not_jsonl", (
+            f"{f.kind} input: --kind rust reads transcript JSON lines (.jsonl, optionally .gz/.zst); "
+            "record sources first with 'meap-data rust harvest SRC... --output FILE.jsonl'"))
+        return
+    try:
+        for item in json_lines(frange):
+            if isinstance(item, Rejected):
+                yield None, item
+                continue
+            where, record = item
+            problem = validate_record(record)
+            if problem is not None:
+                yield None, Rejected(where, "invalid_record", f"{problem}; see schemas/rust_transcript.schema.json")
+                continue
+            key = record["key"]
+            if record["timed_out"]:
+                yield None, Rejected(key, "timed_out", f"{where}: the compiler ran past {record.get('time_limit_s', '?')} s")
+            elif not record["diagnostics"]:
+                yield None, Rejected(key, "no_diagnostics", f"{where}: the compiler printed no diagnostics")
+            else:
+                yield record, None
+    except OSError as exc:
+        yield None, Rejected(f.relpath, "unreadable_file", f"{type(exc).__name__}: {exc}")
+
+
+class SplitRecords:
+    """One unit's records of one split, as (key, record) or Rejected, in input order;
+    counts records per primary code as it goes (the manifest's ``codes``)."""
+
+    def __init__(self, options: RustOptions):
+        self.options = options
+        self.codes: dict[str, int] = {}
+
+    def __call__(self, unit: WorkUnit) -> Iterator[tuple[str, dict[str, Any]] | Rejected]:
+        opts = self.options
+        for frange in unit.ranges:
+            for record, rejected in iter_records(frange):
+                if rejected is not None:
+                    if opts.split == "train":  # no code known: train counts it
+                        yield rejected
+                    continue
+                code = primary_code(record)
+                held_out = is_eval_code(code, opts.eval_codes, opts.eval_fraction)
+                if ("eval" if held_out else "train") == opts.split:
+                    self.codes[code] = self.codes.get(code, 0) + 1
+                    yield record["key"], record
+
+    def documents(self, unit: WorkUnit) -> Iterator[Document | Rejected]:
+        """The records as transcript documents (the ``transcript`` task)."""
+        for item in self(unit):
+            yield item if isinstance(item, Rejected) else Document(item[0], transcript_text(item[1]))
+
+
+# ---------------------------------------------------------------------- processing
+
+
+class TranscriptProcessor(PackedDocumentsProcessor):
+    """``--task transcript``: records as packed pre-training text."""
+
+    def __init__(self, config, tokenizer, output_dir, total_units):
+        self.records = SplitRecords(config.options)
+        super().__init__(config, tokenizer, output_dir, total_units, self.records.documents)
+
+    def process(self, unit: WorkUnit) -> UnitResult:
+        self.records.codes = {}
+        result = super().process(unit)
+        result.extras = {"codes": dict(sorted(self.records.codes.items()))}
+        return result
+
+
+class SftProcessor(UnitProcessor):
+    """``--task repair|diagnose``: one unpacked MEAP-SFT example per sample (or two, the
+    clean and the masked copy, with layout ``rows``)."""
+
+    def __init__(self, config, tokenizer, output_dir, total_units, rule: SftRule):
+        super().__init__(config, tokenizer, output_dir, total_units, rule)
+        self.records = SplitRecords(config.options)
+        self.render = repair if config.options.task == "repair" else diagnose
+
+    def process(self, unit: WorkUnit) -> UnitResult:
+        started = time.perf_counter()
+        self.records.codes = {}
+        result = UnitResult(unit.index)
+        rejected: list[Rejected] = []
+        writer = self.new_writer(unit)
+        try:
+            batch: list[tuple[str, tuple[str, str]]] = []
+            for item in self.records(unit):
+                result.documents_read += 1
+                if isinstance(item, Rejected):
+                    rejected.append(item)
+                    continue
+                key, record = item
+                try:
+                    batch.append((key, self.render(record)))
+                except MeapDataError as exc:  # repair: the record has no fixed_source
+                    rejected.append(Rejected(key, "no_fix", str(exc)))
+                    continue
+                if len(batch) >= SFT_BATCH_RECORDS:
+                    self._write(batch, result, writer, rejected)
+                    batch = []
+            self._write(batch, result, writer, rejected)
+            result.files = writer.close()
+        except BaseException:
+            writer.abort()
+            raise
+        self.write_rejected(result, rejected)
+        result.extras = {"codes": dict(sorted(self.records.codes.items()))}
+        self.log_done(result, len(rejected), started, what=f"{self.config.options.split} records")
+        return result
+
+    def _write(self, batch: list[tuple[str, tuple[str, str]]], result: UnitResult, writer, rejected: list) -> None:
+        """Tokenize a batch of (prompt, answer) pairs, build their copies, mask and write
+        those that fit ``seq_len``."""
+        if not batch:
+            return
+        seq_len = self.config.seq_len
+        task = self.config.options.task
+        # Prompt and answer encoded apart, so their boundary is a token boundary.
+        prompts = self.tokenizer.encode_batch([p for _, (p, _) in batch], add_special_tokens=False)
+        answers = self.tokenizer.encode_batch([a for _, (_, a) in batch], add_special_tokens=False)
+        samples: list[tuple[str, SftCopy]] = []
+        for (key, _), prompt, answer in zip(batch, prompts, answers):
+            copies = self.rule.copies(prompt.ids, answer.ids, self.info.eos_token_id)
+            longest = max(len(c.input_ids) for c in copies)
+            if longest > seq_len:
+                rejected.append(Rejected(key, "too_long", (
+                    f"{longest} tokens ({len(prompt.ids)} prompt + {len(answer.ids)} answer + eos"
+                    f"{', twice: concat layout' if len(copies[0].doc_offsets) == 2 else ''}) > --seq-len {seq_len}; "
+                    "raise --seq-len to keep it")))
+                continue
+            result.documents_written += 1
+            samples.extend((key, c) for c in copies)
+        if not samples:
+            return
+        inputs = np.full((len(samples), seq_len), self.info.pad_token_id, dtype=np.int32)
+        labels = np.full((len(samples), seq_len), IGNORE_INDEX, dtype=np.int32)
+        lengths = np.empty(len(samples), dtype=np.int32)
+        spans = np.empty((len(samples), 2), dtype=np.int32)
+        keys, doc_offsets, doc_keys = [], [], []
+        for i, (key, c) in enumerate(samples):
+            n = len(c.input_ids)
+            inputs[i, :n] = c.input_ids
+            labels[i, :n] = c.labels
+            lengths[i] = n
+            spans[i] = c.mask_span
+            keys.append(sample_key(f"{key}/{task}/{c.copy}", 0))
+            doc_offsets.append(list(c.doc_offsets))
+            doc_keys.append([key] * len(c.doc_offsets))
+        self.mask_and_write(writer, result, labels, lengths, spans, keys, doc_offsets, doc_keys, inputs=inputs)
+
+
+# ---------------------------------------------------------------------- the kind
+
+
+class RustKind(DataKind):
+    name = "rust"
+    options_type = RustOptions
+
+    def default_mask_ratio(self, config: PrepareConfig) -> float:
+        return PRETRAIN_MASK_RATIO if config.options.task == "transcript" else SFT_MASK_RATIO
+
+    def validate(self, config: PrepareConfig) -> None:
+        opts = config.options
+        if opts.task not in TASKS:
+            raise MeapDataError(f"--task must be one of {', '.join(TASKS)}, got {opts.task!r}")
+        if opts.sft_layout not in SFT_LAYOUTS:
+            raise MeapDataError(f"--sft-layout must be rows or concat, got {opts.sft_layout!r}")
+        if not 0.0 <= opts.eval_fraction <= 1.0:
+            raise MeapDataError(f"--eval-fraction must be in [0, 1], got {opts.eval_fraction}")
+        if opts.split not in SPLITS:
+            raise MeapDataError(f"split must be train or eval, got {opts.split!r}")
+
+    def add_arguments(self, parser: argparse.ArgumentParser) -> list[str]:
+        group = parser.add_argument_group(
+            "--kind rust", "transcript JSONL from 'meap-data rust harvest' / 'rust error-index'; writes two "
+            "datasets, DIR/train and DIR/eval, split by each record's primary error code")
+        group.add_argument("--task", choices=TASKS, default="repair",
+                           help="repair: source + compiler output -> fixed source (records without a fix are "
+                           "rejected as no_fix); diagnose: source -> compiler output; transcript: the record as "
+                           "packed pre-training text (default: repair)")
+        group.add_argument("--sft-layout", choices=SFT_LAYOUTS, default="rows",
+                           help="MEAP-SFT clean and masked copies as consecutive samples (rows) or one "
+                           "sample holding both (concat) (default: rows)")
+        group.add_argument("--eval-codes", default="", metavar="E0308,E0382,...",
+                           help="primary codes held out for DIR/eval by name (comma list)")
+        group.add_argument("--eval-fraction", type=float, default=None, metavar="F",
+                           help="share of primary codes held out by a hash of the code (default: 0.1 without "
+                           "--eval-codes, 0 with them; both together hold out the union)")
+        return ["task", "sft_layout", "eval_codes", "eval_fraction"]
+
+    def options_from_args(self, args: argparse.Namespace) -> RustOptions:
+        return RustOptions(task=args.task, sft_layout=args.sft_layout,
+                           eval_codes=tuple(c for c in args.eval_codes.split(",") if c.strip()),
+                           eval_fraction=args.eval_fraction)
+
+    def training_documents(self, files, config):
+        """Transcript texts of every usable record (both splits: the vocabulary sees eval
+        text, the model does not)."""
+        for f in files:
+            for record, _ in iter_records(FileRange(f)):
+                if record is not None:
+                    yield Document(record["key"], transcript_text(record))
+
+    def mask_rule(self, config, tokenizer):
+        if config.options.task == "transcript":
+            return pretrain_rule(config, tokenizer)
+        return SftRule(ratio=config.mask_ratio, layout=config.options.sft_layout)
+
+    def targets(self, config, output_dir):
+        return [DatasetTarget(split, dataclasses.replace(config, options=dataclasses.replace(config.options, split=split)),
+                              storage.join(output_dir, split)) for split in SPLITS]
+
+    def make_processor(self, config, tokenizer, output_dir, total_units):
+        if config.options.task == "transcript":
+            return TranscriptProcessor(config, tokenizer, output_dir, total_units)
+        return SftProcessor(config, tokenizer, output_dir, total_units, self.mask_rule(config, tokenizer))
+
+    def manifest_extras(self, config, results):
+        # Which primary codes this split holds (records per code), so anyone can check
+        # that train and eval share none without reading the shards.
+        codes: dict[str, int] = {}
+        for r in results:
+            for code, n in r.get("extras", {}).get("codes", {}).items():
+                codes[code] = codes.get(code, 0) + n
+        return {"codes": dict(sorted(codes.items()))}
+
+    def describe(self, manifest):
+        codes = list(manifest.get("codes", {}))
+        shown = ", ".join(codes[:12]) + (", ..." if len(codes) > 12 else "")
+        return f"{len(codes)} primary codes ({shown})"
