@@ -25,7 +25,7 @@ def _strip_compression(name: str) -> str:
     return name
 
 
-def file_kind(path: str) -> str:
+def file_type_of(path: str) -> str:
     """``jsonl``, ``parquet``, ``hf_dataset`` (a ``save_to_disk`` directory) or ``text``."""
     if not storage.is_remote(path) and os.path.isdir(path):
         return "hf_dataset"
@@ -39,7 +39,7 @@ def file_kind(path: str) -> str:
 
 def is_splittable(path: str) -> bool:
     """Uncompressed JSON lines can be cut into byte ranges at line boundaries."""
-    return file_kind(path) == "jsonl" and not path.lower().endswith(COMPRESSED_SUFFIXES)
+    return file_type_of(path) == "jsonl" and not path.lower().endswith(COMPRESSED_SUFFIXES)
 
 
 @dataclass(frozen=True)
@@ -49,7 +49,7 @@ class InputFile:
     path: str
     relpath: str
     size: int
-    kind: str
+    file_type: str  # jsonl, parquet, hf_dataset or text
 
 
 @dataclass(frozen=True)
@@ -140,7 +140,7 @@ def expand_inputs(patterns: list[str]) -> list[InputFile]:
             size = os.path.getsize(path) if not os.path.isdir(path) else _dir_size(path)
         except OSError:
             size = 0  # unreadable: the reader rejects it with its reason
-        files.append(InputFile(path, os.path.relpath(path, root), size, file_kind(path)))
+        files.append(InputFile(path, os.path.relpath(path, root), size, file_type_of(path)))
     files.sort(key=lambda f: f.relpath)
     return files
 
@@ -167,7 +167,7 @@ def _expand_remote(patterns: list[str]) -> list[InputFile]:
         for p, info in files.items():
             matched[p] = (fs.unstrip_protocol(p), int(info.get("size") or 0))
     root = posixpath.commonpath(roots) if len(set(roots)) > 1 else roots[0]
-    files = [InputFile(url, posixpath.relpath(p, root), size, file_kind(url))
+    files = [InputFile(url, posixpath.relpath(p, root), size, file_type_of(url))
              for p, (url, size) in matched.items()]
     files.sort(key=lambda f: f.relpath)
     return files

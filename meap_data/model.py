@@ -175,8 +175,22 @@ class GPT(nn.Module):
         # position predicts nothing (-100). Slicing the (B, T, vocab) logits instead would
         # copy the largest tensor of the step. Float32 for the log-sum-exp: bf16 logits
         # lose too much precision over a large vocabulary.
-        targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX)
-        return F.cross_entropy(logits.view(B * T, -1).float(), targets.reshape(-1).long(), ignore_index=IGNORE_INDEX)
+        targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX).reshape(-1).long()
+        # Sum over the count, the count at least 1: a batch with no target (a rank whose
+        # micro-batch lost every row to an objective's view) gives 0 and no gradient
+        # rather than NaN, without a host sync to check for it.
+        total = F.cross_entropy(logits.view(B * T, -1).float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
+        return total / (targets != IGNORE_INDEX).sum().clamp(min=1)
+
+    def configure_optimizer(self, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
+        """AdamW with weight decay on matrices only (not on LayerNorm gains). The fused
+        kernel exists on CPU and CUDA alike, so both take the same path."""
+        params = [p for p in self.parameters() if p.requires_grad]
+        groups = [
+            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+        ]
+        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
 
 
 def flops_per_token(cfg: ModelConfig, n_params: int) -> float:
@@ -186,3 +200,34 @@ def flops_per_token(cfg: ModelConfig, n_params: int) -> float:
     The second term is attention's QK^T and AV, counted for the full L x L square as
     PaLM does, although causal attention needs only half of it."""
     return 6.0 * n_params + 12.0 * cfg.n_layer * cfg.n_embd * cfg.seq_len
+
+
+# Dense bf16 tensor-core peak, FLOP/s, by a substring of torch.cuda.get_device_name();
+# first match wins, so the PCIe and NVL H100s come before the generic H100 (SXM).
+PEAK_FLOPS = (
+    ("H100 PCIe", 756e12),
+    ("H100 NVL", 835e12),
+    ("H100", 989e12),  # SXM ("NVIDIA H100 80GB HBM3")
+    ("H200", 989e12),  # also GH200
+    ("A100", 312e12),
+)
+
+
+def peak_flops_of(device_name: str) -> float | None:
+    """Dense bf16 peak FLOP/s of a GPU named ``device_name`` (as torch.cuda reports it),
+    None when the table does not know it."""
+    return next((flops for key, flops in PEAK_FLOPS if key in device_name), None)
+
+
+def peak_flops(device: torch.device, override: float | None = None) -> float | None:
+    """Peak FLOP/s of one device: ``override`` if given, else the PEAK_FLOPS entry for a
+    known GPU, else None (MFU is then n/a)."""
+    if override:
+        return override
+    return peak_flops_of(torch.cuda.get_device_name(device)) if device.type == "cuda" else None
+
+
+def mfu(tokens_per_s: float, flops_per_tok: float, peak: float | None, devices: int) -> float | None:
+    """Model FLOPs utilisation: tokens/s x FLOPs per token / (peak FLOP/s x devices);
+    None without a peak."""
+    return tokens_per_s * flops_per_tok / (peak * devices) if peak else None

@@ -25,11 +25,11 @@ def read_range(frange: FileRange, text_field: str = "text") -> Iterator[Document
     """Documents (or rejections) of one input range, in input order."""
     f = frange.file
     try:
-        if f.kind == "jsonl":
+        if f.file_type == "jsonl":
             yield from _read_jsonl(frange, text_field)
-        elif f.kind == "parquet":
+        elif f.file_type == "parquet":
             yield from _read_parquet(frange, text_field)
-        elif f.kind == "hf_dataset":
+        elif f.file_type == "hf_dataset":
             yield from _read_hf_dataset(frange, text_field)
         else:
             yield from _read_text(frange)

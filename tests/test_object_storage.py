@@ -138,7 +138,7 @@ def test_prepare_from_s3_inputs_matches_local_inputs(s3, tmp_path, stdlib, token
 
     remote_files = expand_inputs([f"s3://{BUCKET}/in/*.jsonl"])
     local_files = expand_inputs([str(local_dir / "*.jsonl")])
-    assert [(f.relpath, f.size, f.kind) for f in remote_files] == [(f.relpath, f.size, f.kind) for f in local_files]
+    assert [(f.relpath, f.size, f.file_type) for f in remote_files] == [(f.relpath, f.size, f.file_type) for f in local_files]
     assert remote_files[0].path == f"s3://{BUCKET}/in/big.jsonl"
     remote_units, local_units = plan_units(remote_files, 10_000), plan_units(local_files, 10_000)
     assert len(remote_units) >= 5

@@ -272,3 +272,40 @@ def test_pipeline_script_transcript_task_packs_like_text(prepared, corpus, tmp_p
         assert (labels != IGNORE_INDEX).all()  # pre-training: loss on every real position
     c = manifest["counts"]
     assert 0.14 < c["masked_tokens"] / c["tokens"] < 0.16
+
+
+@pytest.mark.parametrize("fmt", ["arrow", "webdataset"])
+def test_per_epoch_masks_follow_the_sft_rule(prepared, fmt):
+    """Re-drawn masks of a repair dataset: epoch 0 is the baked dataset exactly; epoch 1
+    moves masks only inside the answers of masked copies, with the same count."""
+    from meap_data.loader import ShardLoader
+
+    directory = os.path.join(prepared, "train")
+    manifest = read_manifest(directory)
+    assert manifest["mask_rule"] == {"name": "sft", "ratio": 0.1, "min_answer_tokens": 50, "layout": "rows"}
+    mask_id = manifest["mask_token_id"]
+    kw = dict(format=fmt, seed=3, fields=("input_ids", "labels", "mask_span", "keys"), remainder="wrap")
+    static = list(ShardLoader(directory, 4, masks="static", **kw))
+    remask = ShardLoader(directory, 4, masks="per_epoch", **kw)
+    for a, b in zip(static, list(remask), strict=True):
+        assert a["keys"] == b["keys"]
+        for field in ("input_ids", "labels", "mask_span"):
+            np.testing.assert_array_equal(a[field], b[field])
+    base = {k: (s["input_ids"][i], s["labels"][i], s["mask_span"][i]) for s in static for i, k in enumerate(s["keys"])}
+    moved = clean_rows = 0
+    for batch in remask:  # epoch 1
+        for i, key in enumerate(batch["keys"]):
+            old_inputs, old_labels, (start, end) = base[key]
+            inputs, labels = batch["input_ids"][i], batch["labels"][i]
+            differ = np.flatnonzero((inputs != old_inputs) | (labels != old_labels))
+            if end == start:  # a clean copy: never touched
+                assert differ.size == 0
+                clean_rows += 1
+                continue
+            assert differ.size == 0 or (differ.min() >= start and differ.max() < end)
+            assert (inputs == mask_id).sum() == (old_inputs == mask_id).sum() == max(1, int((end - start) * 0.1))
+            # the clean tokens behind the masks are the same ones
+            np.testing.assert_array_equal(np.where(labels != IGNORE_INDEX, labels, inputs),
+                                          np.where(old_labels != IGNORE_INDEX, old_labels, old_inputs))
+            moved += differ.size > 0
+    assert moved > 0 and clean_rows > 0

@@ -20,7 +20,8 @@ from meap_data import train_shards
 from meap_data.config import PrepareConfig
 from meap_data.loader import ShardLoader
 from meap_data.manifest import read_manifest
-from meap_data.model import GPT, ModelConfig, document_causal_mask, flops_per_token
+from meap_data.masking import PretrainRule
+from meap_data.model import GPT, ModelConfig, document_causal_mask, flops_per_token, peak_flops, peak_flops_of
 from meap_data.prepare import run_prepare
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -116,13 +117,14 @@ def test_ntp_and_meap_see_the_same_samples_and_targets(dataset):
     batch = next(iter(ShardLoader(dataset, 4, seed=3)))
     pad, mask_id = manifest["tokenizer"]["pad_token_id"], manifest["mask_token_id"]
     cpu = torch.device("cpu")
-    m_in, m_lab, _, _ = train_shards.model_inputs(batch, "meap", pad, SEQ, cpu)
-    n_in, n_lab, _, _ = train_shards.model_inputs(batch, "ntp", pad, SEQ, cpu)
+    rule = PretrainRule(**{k: v for k, v in manifest["mask_rule"].items() if k != "name"})
+    m_in, m_lab, _, _ = train_shards.model_inputs(batch, "meap", rule, pad, SEQ, cpu)
+    n_in, n_lab, _, _ = train_shards.model_inputs(batch, "ntp", rule, pad, SEQ, cpu)
     assert torch.equal(m_lab, n_lab)
     differ = m_in != n_in
     assert differ.any() and bool((m_in[differ] == mask_id).all())  # MEAP differs only at [MASK]s
     assert torch.equal(n_in, m_lab.masked_fill(m_lab == -100, pad))
-    cropped, _, _, _ = train_shards.model_inputs(batch, "meap", pad, 64, cpu)
+    cropped, _, _, _ = train_shards.model_inputs(batch, "meap", rule, pad, 64, cpu)
     assert cropped.shape == (4, 64)
 
 
@@ -266,9 +268,9 @@ def test_124m_config_has_gpt2_small_size_and_documented_flops():
 
 
 def test_peak_flops_table_and_override():
-    assert train_shards.peak_flops(torch.device("cpu"), None) is None  # MFU n/a on CPU
-    assert train_shards.peak_flops(torch.device("cpu"), 2e12) == 2e12
-    of = train_shards.peak_flops_of
+    assert peak_flops(torch.device("cpu"), None) is None  # MFU n/a on CPU
+    assert peak_flops(torch.device("cpu"), 2e12) == 2e12
+    of = peak_flops_of
     assert of("NVIDIA H100 80GB HBM3") == of("NVIDIA H200") == of("NVIDIA GH200 480GB") == 989e12
     assert of("NVIDIA H100 PCIe") == 756e12 and of("NVIDIA H100 NVL") == 835e12
     assert of("NVIDIA GeForce RTX 4090") is None

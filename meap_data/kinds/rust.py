@@ -128,9 +128,9 @@ def iter_records(frange: FileRange) -> Iterator[tuple[dict[str, Any] | None, Rej
     are read too.
     """
     f = frange.file
-    if f.kind != "jsonl":
+    if f.file_type != "jsonl":
         yield None, Rejected(f.relpath, "not_jsonl", (
-            f"{f.kind} input: --kind rust reads transcript JSON lines (.jsonl, optionally .gz/.zst); "
+            f"{f.file_type} input: --kind rust reads transcript JSON lines (.jsonl, optionally .gz/.zst); "
             "record sources first with 'meap-data rust harvest SRC... --output FILE.jsonl'"))
         return
     try:
