@@ -131,6 +131,22 @@ def read_manifest(directory: str) -> dict:
     return manifest
 
 
+def _entry(*path: str, cast=int, doc: str = "") -> property:
+    """A read-only property for the manifest value at ``path`` (keys into the JSON)."""
+
+    def get(self: "DatasetManifest"):
+        value = self.data
+        for key in path:
+            value = value[key]
+        return cast(value)
+
+    return property(get, doc=doc or f"manifest {'.'.join(path)}")
+
+
+def _same(value):
+    return value
+
+
 @dataclass(frozen=True)
 class DatasetManifest:
     """A complete dataset's manifest, read once, with typed accessors: the one place
@@ -143,66 +159,24 @@ class DatasetManifest:
     def read(cls, directory: str) -> "DatasetManifest":
         return cls(directory, read_manifest(directory))
 
-    @property
-    def config(self) -> dict:
-        return self.data["config"]
-
-    @property
-    def kind(self) -> str:
-        return self.config["kind"]
-
-    @property
-    def seed(self) -> int:
-        """The masking seed the pipeline used."""
-        return int(self.config["seed"])
-
-    @property
-    def seq_len(self) -> int:
-        """Tokens per sample."""
-        return int(self.data["seq_len"])
-
-    @property
-    def config_hash(self) -> str:
-        return self.data["config_hash"]
+    config = _entry("config", cast=_same, doc="the prepare configuration (the kind's options flattened in)")
+    kind = _entry("config", "kind", cast=str)
+    seed = _entry("config", "seed", doc="the masking seed the pipeline used")
+    seq_len = _entry("seq_len", doc="tokens per sample")
+    config_hash = _entry("config_hash", cast=str)
+    mask_token_id = _entry("mask_token_id")
+    pad_token_id = _entry("tokenizer", "pad_token_id")
+    eos_token_id = _entry("tokenizer", "eos_token_id")
+    vocab_size = _entry("tokenizer", "vocab_size", doc="tokens in the vocabulary, special tokens included")
+    counts = _entry("counts", cast=_same)
+    samples = _entry("counts", "samples")
+    masked_tokens = _entry("counts", "masked_tokens")
+    formats = _entry("shards", cast=tuple, doc="the formats the dataset was written in")
 
     @cached_property
     def mask_rule(self) -> MaskRule:
         """The rule the samples were masked with (re-draws per epoch in the loader)."""
         return rule_from_json(self.data["mask_rule"])
-
-    @property
-    def mask_token_id(self) -> int:
-        return int(self.data["mask_token_id"])
-
-    @property
-    def pad_token_id(self) -> int:
-        return int(self.data["tokenizer"]["pad_token_id"])
-
-    @property
-    def eos_token_id(self) -> int:
-        return int(self.data["tokenizer"]["eos_token_id"])
-
-    @property
-    def vocab_size(self) -> int:
-        """Tokens in the vocabulary, special tokens included."""
-        return int(self.data["tokenizer"]["vocab_size"])
-
-    @property
-    def counts(self) -> dict:
-        return self.data["counts"]
-
-    @property
-    def samples(self) -> int:
-        return int(self.counts["samples"])
-
-    @property
-    def masked_tokens(self) -> int:
-        return int(self.counts["masked_tokens"])
-
-    @property
-    def formats(self) -> tuple[str, ...]:
-        """The formats the dataset was written in."""
-        return tuple(self.data["shards"])
 
     def shards(self, fmt: str) -> list[dict]:
         """The shard entries of one format ({path, bytes, sha256, samples, first_sample})."""

@@ -13,26 +13,7 @@ from dataclasses import dataclass, field
 import numpy as np
 
 from .keys import sample_key
-from .sample_format import IGNORE_INDEX
-
-
-@dataclass
-class PackedBatch:
-    """Clean samples ready for masking.
-
-    ``labels``: int32 (rows x seq_len), clean ids, -100 on padding. ``lengths``: real
-    tokens per row. ``doc_offsets[r]``: start of each document piece in row r.
-    ``doc_keys[r]``: the key of each piece's document. ``keys``: sample keys.
-    """
-
-    labels: np.ndarray
-    lengths: np.ndarray
-    keys: list[str]
-    doc_offsets: list[list[int]]
-    doc_keys: list[list[str]]
-
-    def __len__(self) -> int:
-        return len(self.keys)
+from .sample_format import IGNORE_INDEX, SampleRows
 
 
 @dataclass
@@ -93,8 +74,10 @@ class Packer:
     def pending_rows(self) -> int:
         return len(self._done)
 
-    def drain(self) -> PackedBatch | None:
-        """All finished rows as one batch (None when there are none)."""
+    def drain(self) -> SampleRows | None:
+        """All finished rows as one batch of clean samples, ready for masking: labels
+        (-100 on padding), lengths, keys and document pieces; no inputs or mask spans
+        yet (None when no row is finished)."""
         if not self._done:
             return None
         rows, self._done = self._done, []
@@ -104,9 +87,11 @@ class Packer:
             flat = np.concatenate(row.tokens) if len(row.tokens) > 1 else row.tokens[0]
             labels[r, : len(flat)] = flat
             lengths[r] = len(flat)
-        return PackedBatch(
+        return SampleRows(
+            input_ids=None,
             labels=labels,
             lengths=lengths,
+            mask_spans=None,
             keys=[row.key for row in rows],
             doc_offsets=[row.offsets for row in rows],
             doc_keys=[row.doc_keys for row in rows],

@@ -11,6 +11,7 @@ and small jobs call it directly.
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import queue
@@ -124,19 +125,17 @@ class UnitProcessor:
     def new_writer(self, unit: WorkUnit) -> ShardWriter:
         return ShardWriter(self.output_dir, unit.index, self.total_units, self.config.formats)
 
-    def mask_and_write(self, writer: ShardWriter, result: UnitResult, labels: np.ndarray, lengths: np.ndarray,
-                       spans: np.ndarray, keys: list[str], doc_offsets: list, doc_keys: list,
-                       inputs: np.ndarray | None = None) -> None:
-        """Mask unmasked rows with the dataset's rule (keyed by the sample keys, the
+    def mask_and_write(self, writer: ShardWriter, result: UnitResult, rows: SampleRows) -> None:
+        """Mask unmasked ``rows`` with the dataset's rule (keyed by the sample keys, the
         pipeline's draw: ``epoch=None``), write them, and count them into ``result``."""
-        masked = self.rule.apply(labels, lengths, spans, keys, mask_id=self.info.mask_token_id,
-                                 pad_id=self.info.pad_token_id, seed=self.config.seed, inputs=inputs)
-        writer.write(SampleRows(masked.input_ids, masked.labels, lengths, np.asarray(spans, dtype=np.int32),
-                                keys, doc_offsets, doc_keys))
-        n_tokens = int(lengths.sum())
-        result.samples += len(keys)
+        masked = self.rule.apply(rows.labels, rows.lengths, rows.mask_spans, rows.keys,
+                                 mask_id=self.info.mask_token_id, pad_id=self.info.pad_token_id,
+                                 seed=self.config.seed, inputs=rows.input_ids)
+        writer.write(dataclasses.replace(rows, input_ids=masked.input_ids, labels=masked.labels))
+        n_tokens = int(rows.lengths.sum())
+        result.samples += len(rows)
         result.tokens += n_tokens
-        result.padding_tokens += labels.size - n_tokens
+        result.padding_tokens += rows.labels.size - n_tokens
         result.masked_tokens += masked.count
 
     def write_rejected(self, result: UnitResult, rejected: list[Rejected]) -> None:
@@ -234,8 +233,8 @@ class PackedDocumentsProcessor(UnitProcessor):
         return result
 
     def _write_ready(self, packer: Packer, result: UnitResult, writer: ShardWriter) -> None:
-        packed = packer.drain()
-        if packed is None:
+        rows = packer.drain()
+        if rows is None:
             return
-        self.mask_and_write(writer, result, packed.labels, packed.lengths, PretrainRule.spans(packed.lengths),
-                            packed.keys, packed.doc_offsets, packed.doc_keys)
+        rows.mask_spans = PretrainRule.spans(rows.lengths)
+        self.mask_and_write(writer, result, rows)

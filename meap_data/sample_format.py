@@ -66,17 +66,19 @@ def member_name(key: str, member: str) -> str:
 
 @dataclass
 class SampleRows:
-    """Finished samples, ready to write: ``n`` rows of ``seq_len`` tokens.
+    """``n`` samples of ``seq_len`` tokens, before masking or ready to write.
 
-    ``input_ids``/``labels``: int32 (n, seq_len). ``lengths``: int32 (n,), real tokens.
-    ``mask_spans``: int32 (n, 2), ``[start, end)`` per row; ``start == end`` for none.
-    ``keys``, ``doc_offsets``, ``doc_keys``: per row, see the module docstring.
+    ``input_ids``/``labels``: int32 (n, seq_len); before masking ``input_ids`` may be
+    None (the labels hold every token). ``lengths``: int32 (n,), real tokens.
+    ``mask_spans``: int32 (n, 2), ``[start, end)`` per row, ``start == end`` for none
+    (None until a rule's spans are set). ``keys``, ``doc_offsets``, ``doc_keys``: per
+    row, see the module docstring.
     """
 
-    input_ids: np.ndarray
+    input_ids: np.ndarray | None
     labels: np.ndarray
     lengths: np.ndarray
-    mask_spans: np.ndarray
+    mask_spans: np.ndarray | None
     keys: list[str]
     doc_offsets: list[list[int]]
     doc_keys: list[list[str]]

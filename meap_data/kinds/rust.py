@@ -47,7 +47,7 @@ from ..process import PackedDocumentsProcessor, UnitProcessor, UnitResult, pretr
 from ..readers import json_lines
 from ..rust.records import validate_record
 from ..rust.render import diagnose, repair, transcript_text
-from ..sample_format import IGNORE_INDEX
+from ..sample_format import IGNORE_INDEX, SampleRows
 from .base import DataKind, DatasetTarget
 
 TASKS = ("repair", "diagnose", "transcript")
@@ -278,7 +278,7 @@ class SftProcessor(UnitProcessor):
             keys.append(sample_key(f"{key}/{task}/{c.copy}", 0))
             doc_offsets.append(list(c.doc_offsets))
             doc_keys.append([key] * len(c.doc_offsets))
-        self.mask_and_write(writer, result, labels, lengths, spans, keys, doc_offsets, doc_keys, inputs=inputs)
+        self.mask_and_write(writer, result, SampleRows(inputs, labels, lengths, spans, keys, doc_offsets, doc_keys))
 
 
 # ---------------------------------------------------------------------- the kind
