@@ -31,7 +31,7 @@ sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 from transformers import LlamaConfig, LlamaForCausalLM, Trainer, TrainerCallback, TrainingArguments  # noqa: E402
 
 from meap_data.loader import ShardDataLoader, ShardIterableDataset  # noqa: E402
-from meap_data.manifest import read_manifest  # noqa: E402
+from meap_data.manifest import DatasetManifest  # noqa: E402
 
 LOADER_STATE = "meap_loader_state.json"
 
@@ -70,7 +70,7 @@ def main(argv: list[str] | None = None) -> dict:
     p.add_argument("--resume", default=None, help="a checkpoint folder to resume from")
     args = p.parse_args(argv)
 
-    manifest = read_manifest(args.data)
+    manifest = DatasetManifest.read(args.data)
     # Only the keys LlamaForCausalLM.forward accepts: the Trainer passes the batch as **kwargs.
     dataset = ShardIterableDataset(args.data, args.batch_size, seed=0, fields=("input_ids", "labels", "position_ids"))
     loader = ShardDataLoader(dataset)
@@ -79,10 +79,10 @@ def main(argv: list[str] | None = None) -> dict:
             loader.load_state_dict(json.load(f))
 
     config = LlamaConfig(
-        vocab_size=manifest["tokenizer"]["vocab_size"], hidden_size=64, intermediate_size=128,
+        vocab_size=manifest.vocab_size, hidden_size=64, intermediate_size=128,
         num_hidden_layers=2, num_attention_heads=4, num_key_value_heads=2,
-        max_position_embeddings=manifest["seq_len"], pad_token_id=manifest["tokenizer"]["pad_token_id"],
-        eos_token_id=manifest["tokenizer"]["eos_token_id"], bos_token_id=None, tie_word_embeddings=True,
+        max_position_embeddings=manifest.seq_len, pad_token_id=manifest.pad_token_id,
+        eos_token_id=manifest.eos_token_id, bos_token_id=None, tie_word_embeddings=True,
     )
     torch.manual_seed(0)
     model = LlamaForCausalLM(config)

@@ -22,7 +22,7 @@ import torch.nn.functional as F
 sys.path.insert(0, os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 from meap_data.loader import ShardDataLoader, ShardIterableDataset  # noqa: E402
-from meap_data.manifest import read_manifest  # noqa: E402
+from meap_data.manifest import DatasetManifest  # noqa: E402
 
 
 class TinyCausalLM(nn.Module):
@@ -57,10 +57,10 @@ def main(argv: list[str] | None = None) -> list[float]:
     args = p.parse_args(argv)
 
     torch.manual_seed(0)
-    manifest = read_manifest(args.data)
+    manifest = DatasetManifest.read(args.data)
     dataset = ShardIterableDataset(args.data, args.batch_size, format=args.format, masks=args.masks, seed=0)
     loader = ShardDataLoader(dataset, num_workers=args.num_workers, pin_memory=torch.cuda.is_available())
-    model = TinyCausalLM(manifest["tokenizer"]["vocab_size"], max_len=manifest["seq_len"])
+    model = TinyCausalLM(manifest.vocab_size, max_len=manifest.seq_len)
     opt = torch.optim.AdamW(model.parameters(), lr=args.lr)
     step = 0
     if args.checkpoint and os.path.exists(args.checkpoint):

@@ -99,11 +99,11 @@ def _cmd_verify(args) -> int:
     if problems:
         print(f"error: dataset {args.dir} failed verification ({len(problems)} problems)", file=sys.stderr)
         return 1
-    from .manifest import read_manifest
+    from .manifest import DatasetManifest
 
-    m = read_manifest(args.dir)
-    files = sum(len(v) for v in m["shards"].values())
-    print(f"ok: {args.dir}: {files} shard files, {m['counts']['samples']} samples, checksums match")
+    m = DatasetManifest.read(args.dir)
+    files = sum(len(m.shards(fmt)) for fmt in m.formats)
+    print(f"ok: {args.dir}: {files} shard files, {m.samples} samples, checksums match")
     return 0
 
 

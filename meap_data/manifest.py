@@ -172,6 +172,8 @@ class DatasetManifest:
     samples = _entry("counts", "samples")
     masked_tokens = _entry("counts", "masked_tokens")
     formats = _entry("shards", cast=tuple, doc="the formats the dataset was written in")
+    tokenizer = _entry("tokenizer", cast=_same, doc="the tokenizer entry: file, sha256, special tokens and ids")
+    rejected = _entry("rejected", cast=_same, doc="the dead-letter files ({path, bytes, sha256, records})")
 
     @cached_property
     def mask_rule(self) -> MaskRule:

@@ -7,7 +7,6 @@ tokenizer, each with its own manifest, so the loader and ``verify`` take either 
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import platform
@@ -20,7 +19,7 @@ from .config import PrepareConfig
 from .errors import MeapDataError
 from .inputs import expand_inputs, plan_units
 from .kinds import DatasetTarget, get_kind, resolve_config
-from .manifest import MANIFEST, RUN_INFO, dumps
+from .manifest import MANIFEST, RUN_INFO, DatasetManifest, dumps
 from .tokenizer import (
     TokenizerInfo,
     iter_training_texts,
@@ -122,13 +121,13 @@ def run_prepare(
         directory = target.directory
         if not storage.exists(storage.join(directory, MANIFEST)):
             raise MeapDataError(f"the pipeline finished but wrote no manifest to {directory!r}")
-        manifest = json.loads(storage.read_bytes(storage.join(directory, MANIFEST)))
+        manifest = DatasetManifest.read(directory)
         seconds = finished - pipeline_started
         run_info = {
             "seconds_total": round(finished - started, 3),
             "seconds_pipeline": round(seconds, 3),
             # With several targets, each one's own tokens over the one shared pipeline's time.
-            "tokens_per_second": round(manifest["counts"]["tokens"] / max(seconds, 1e-9), 1),
+            "tokens_per_second": round(manifest.counts["tokens"] / max(seconds, 1e-9), 1),
             "input_bytes": input_bytes,
             "beam_args": beam_args or [],
             "host": platform.node(),
@@ -136,14 +135,15 @@ def run_prepare(
             "cpu_count": os.cpu_count(),
         }
         storage.write_bytes_atomic(storage.join(directory, RUN_INFO), dumps(run_info))
-        outcomes[target.name] = PrepareOutcome(manifest, run_info, directory)
+        outcomes[target.name] = PrepareOutcome(manifest.data, run_info, directory)
     first = outcomes[targets[0].name]
     return PrepareOutcome(first.manifest, first.run_info, first.directory, datasets=outcomes)
 
 
 def format_summary(manifest: dict, run_info: dict) -> str:
     """The end-of-run summary: documents, tokens, masking, shards, throughput."""
-    c = manifest["counts"]
+    m = DatasetManifest("", manifest)
+    c = m.counts
     lines = [
         f"documents: {c['documents_read']} read, {c['documents_written']} written, "
         f"{c['documents_rejected']} rejected",
@@ -152,12 +152,12 @@ def format_summary(manifest: dict, run_info: dict) -> str:
         lines.append(f"  rejected {reason}: {n}")
     masked = c["masked_tokens"] / max(c["tokens"], 1)
     lines.append(
-        f"samples: {c['samples']} x {manifest['seq_len']} tokens; tokens: {c['tokens']} "
-        f"(+{c['padding_tokens']} padding); masked: {c['masked_tokens']} ({masked:.1%})"
+        f"samples: {c['samples']} x {m.seq_len} tokens; tokens: {c['tokens']} "
+        f"(+{c['padding_tokens']} padding); masked: {c['masked_tokens']} ({masked:.1%}, rule {m.mask_rule.name})"
     )
-    for fmt, entries in manifest["shards"].items():
-        total = sum(e["bytes"] for e in entries)
-        lines.append(f"{fmt}: {len(entries)} shards, {total / 1e6:.1f} MB")
+    for fmt in m.formats:
+        entries = m.shards(fmt)
+        lines.append(f"{fmt}: {len(entries)} shards, {sum(e['bytes'] for e in entries) / 1e6:.1f} MB")
     lines.append(
         f"throughput: {run_info['tokens_per_second'] / 1e6:.2f} M tokens/s "
         f"({run_info['seconds_pipeline']:.1f} s in the pipeline, {run_info['seconds_total']:.1f} s in all)"

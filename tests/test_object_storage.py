@@ -5,10 +5,8 @@ serves ``gs://`` (gcsfs); only the endpoint differs."""
 
 from __future__ import annotations
 
-import glob
 import json
 import os
-import shutil
 import socket
 
 import numpy as np

@@ -13,11 +13,10 @@ import sys
 import tarfile
 import zipfile
 
-import pytest
 
 from meap_data.beam import ProcessUnitFn, WriteManifestFn
 from meap_data.config import PrepareConfig
-from meap_data.inputs import WorkUnit, expand_inputs, plan_units
+from meap_data.inputs import expand_inputs, plan_units
 from meap_data.tokenizer import load_tokenizer, prepare_tokenizer
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))

@@ -15,7 +15,6 @@ Corpus: every .py file of this Python's standard library (about 30 MB), tokenize
 from __future__ import annotations
 
 import argparse
-import glob
 import os
 import resource
 import sys
