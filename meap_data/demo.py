@@ -12,6 +12,7 @@ import sysconfig
 from .config import PrepareConfig
 from .errors import MeapDataError
 from .inspect_sample import inspect_dataset
+from .masking import PRETRAIN_MASK_RATIO
 from .prepare import format_summary, run_prepare
 from .verify import verify_dataset
 
@@ -40,7 +41,7 @@ def run_demo(output: str | None = None, quick: bool = False) -> int:
     config = PrepareConfig(
         inputs=tuple(stdlib_globs(quick)),
         seq_len=512,
-        mask_ratio=0.15,
+        mask_ratio=PRETRAIN_MASK_RATIO,
         seed=0,
         input_bytes_per_shard=2 << 20,
     )
