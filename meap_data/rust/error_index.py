@@ -13,61 +13,19 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
-import html
-import re
 import tempfile
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from meap_data.errors import MeapDataError
+from meap_data.rust.doc_blocks import CodeBlock, page_blocks
 from meap_data.rust.harvest import (
     DEFAULT_TIME_LIMIT_S, Toolchain, compile_file, compiler_env, find_toolchain, run_compiler,
 )
 from meap_data.rust.records import SCHEMA_VERSION, write_records
 
 BOOTSTRAP_ENV = {"RUSTC_BOOTSTRAP": "1"}
-_BLOCK = re.compile(r'<pre(?P<pre>[^>]*)>\s*<code class="(?P<cls>[^"]*)">(?P<body>.*?)</code>\s*</pre>', re.S)
-_MDBOOK_MAIN = '<span class="boring">fn main() {\n</span>'
-_TAG = re.compile(r"<[^>]+>")
-_CODE = re.compile(r"^E\d{4}$")
-_EDITION = re.compile(r"^edition(\d{4})$")
-# Info-string words that make an mdbook code block Rust (``` alone, ```rust, ```no_run...).
-_RUST_LANGS = {"rust", "compile_fail", "no_run", "should_panic", "ignore", "test_harness",
-               "edition2015", "edition2018", "edition2021", "edition2024"}
-
-
-@dataclasses.dataclass(frozen=True)
-class CodeBlock:
-    """A code block of an error-index page: its info-string tags and its text."""
-
-    tags: tuple[str, ...]
-    code: str
-
-    @property
-    def is_rust(self) -> bool:
-        return bool(self.tags) and self.tags[0] in _RUST_LANGS
-
-    @property
-    def compile_fail(self) -> bool:
-        return self.is_rust and "compile_fail" in self.tags and "ignore" not in self.tags
-
-    @property
-    def is_fix(self) -> bool:
-        """A Rust block rustdoc expects to compile: neither compile_fail nor ignore."""
-        return self.is_rust and "compile_fail" not in self.tags and "ignore" not in self.tags
-
-    @property
-    def edition(self) -> str:
-        for tag in self.tags:
-            m = _EDITION.match(tag)
-            if m:
-                return m[1]
-        return "2015"
-
-    @property
-    def expected_code(self) -> str | None:
-        return next((t for t in self.tags if _CODE.match(t)), None)
 
 
 @dataclasses.dataclass(frozen=True)
@@ -93,73 +51,6 @@ def error_codes_dir(toolchain: Toolchain) -> Path:
             "`rustup component add rust-docs`"
         )
     return d
-
-
-def page_blocks(page_html: str) -> list[CodeBlock]:
-    """The code blocks of one page, in page order, as the programs rustdoc would compile.
-
-    mdbook keeps the lines it hides (``#![allow(unused)]``, the ``fn main() {`` wrapper,
-    the author's ``# `` lines) inside ``<span class="boring">``, so stripping tags
-    yields the full program. Two mdbook habits differ from rustdoc and are undone:
-    a hidden ``#![feature]`` line lands inside its ``fn main`` wrapper, where it is
-    not a crate attribute; and blocks mdbook does not take for Rust (```` ```no_run ````)
-    come raw, with ``# `` lines and no wrapper.
-    """
-    blocks = []
-    for m in _BLOCK.finditer(page_html):
-        words = m["cls"].split()
-        tags = tuple(w[len("language-"):] if w.startswith("language-") else w for w in words)
-        code = html.unescape(_TAG.sub("", m["body"]))
-        if "playground" in m["pre"]:
-            if _MDBOOK_MAIN in m["body"]:
-                code = _hoist_crate_attributes(code)
-        elif tags and tags[0] in _RUST_LANGS:
-            code = rustdoc_wrap(code)
-        blocks.append(CodeBlock(tags, code if code.endswith("\n") else code + "\n"))
-    return blocks
-
-
-def _hoist_crate_attributes(code: str) -> str:
-    # Move #![...] lines from the top of the fn main body to above `fn main() {`.
-    lines = code.split("\n")
-    try:
-        at = lines.index("fn main() {")
-    except ValueError:
-        return code
-    end = at + 1
-    attrs, kept = [], []
-    while end < len(lines) and (lines[end].startswith("#![") or not lines[end].strip()
-                                or lines[end].lstrip().startswith("//")):
-        (attrs if lines[end].startswith("#![") else kept).append(lines[end])
-        end += 1
-    if not attrs:
-        return code
-    return "\n".join(lines[:at] + attrs + [lines[at]] + kept + lines[end:])
-
-
-def rustdoc_wrap(code: str) -> str:
-    """Prepare a raw doc-test block the way rustdoc does.
-
-    ``# `` lines are unhidden, crate attributes (``#![...]``) stay at the top, the rest is
-    wrapped in ``fn main() { ... }`` unless it defines main, and ``#![allow(unused)]``
-    goes first, as rustdoc's default ``doc(test(attr(...)))`` does.
-    """
-    lines = []
-    for line in code.rstrip("\n").split("\n"):
-        stripped = line.lstrip()
-        if stripped == "#":
-            line = ""
-        elif stripped.startswith("# "):
-            line = line[: len(line) - len(stripped)] + stripped[2:]
-        elif stripped.startswith("##"):
-            line = line[: len(line) - len(stripped)] + stripped[1:]
-        lines.append(line)
-    attrs = [l for l in lines if l.startswith("#![")]
-    body = [l for l in lines if not l.startswith("#![")]
-    text = "\n".join(body)
-    if not re.search(r"\bfn\s+main\s*\(", text):
-        text = "fn main() {\n" + text + "\n}"
-    return "\n".join(["#![allow(unused)]", *attrs, text]) + "\n"
 
 
 def page_examples(page: str, page_html: str) -> list[Example]:
