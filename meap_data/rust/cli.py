@@ -1,4 +1,5 @@
-"""``meap-data rust parse | harvest | error-index``: argparse wiring for the Rust tools.
+"""``meap-data rust parse | harvest | error-index | snippets | mutate``: argparse wiring
+for the Rust tools.
 
 The package CLI calls :func:`register` with its subparsers and then ``args.func(args)``;
 it turns :class:`~meap_data.errors.MeapDataError` into ``error: ...`` and exit 2.
@@ -12,7 +13,7 @@ import sys
 from pathlib import Path
 
 from meap_data.errors import MeapDataError
-from meap_data.rust import diagnostics, error_index, harvest
+from meap_data.rust import diagnostics, error_index, harvest, mutate, mutations, snippets
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -57,6 +58,43 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     e.add_argument("--time-limit", type=float, default=harvest.DEFAULT_TIME_LIMIT_S, metavar="SECONDS",
                    help=f"per compile run (default: {harvest.DEFAULT_TIME_LIMIT_S:g})")
     e.set_defaults(func=cmd_error_index)
+
+    sn = sub.add_parser(
+        "snippets", help="the compiling code blocks of the local toolchain's docs",
+        description="Extract the Rust code blocks of the installed docs (std/core/alloc API examples with "
+                    "their hidden lines, and the mdBook books) that rustdoc expects to compile, drop duplicates, "
+                    "and keep the ones that type-check, one JSON line each (schemas/rust_snippet.schema.json).",
+    )
+    sn.add_argument("--output", required=True, metavar="FILE.jsonl", help="where to write the snippet records")
+    sn.add_argument("--jobs", type=int, default=2, metavar="N", help="type-checks in parallel (default: 2)")
+    sn.add_argument("--collections", default=",".join(snippets.COLLECTIONS), metavar="NAMES",
+                    help="comma list of doc collections (default: all: " + ",".join(snippets.COLLECTIONS) + ")")
+    sn.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N unique blocks")
+    sn.add_argument("--time-limit", type=float, default=snippets.SNIPPET_TIME_LIMIT_S, metavar="SECONDS",
+                    help=f"per type-check (default: {snippets.SNIPPET_TIME_LIMIT_S:g})")
+    sn.set_defaults(func=cmd_snippets)
+
+    mu = sub.add_parser(
+        "mutate", help="repair examples: compiling programs broken by semantic mutations",
+        description="Break compiling programs with semantic mutations (types, names, inference, ownership and "
+                    "borrowing) and keep each mutant rustc rejects with an error code, as a transcript record "
+                    "whose fixed_source is the original.",
+    )
+    mu.add_argument("inputs", nargs="+", metavar="INPUT",
+                    help=".rs files, directories of them, or snippet JSON lines from 'meap-data rust snippets'")
+    mu.add_argument("--output", required=True, metavar="FILE.jsonl", help="where to write the mutant transcripts")
+    mu.add_argument("--seed", type=int, default=0, help="picks the sites to mutate (default: 0)")
+    mu.add_argument("--per-operator", type=int, default=mutate.DEFAULT_PER_OPERATOR, metavar="N",
+                    help=f"mutants kept per program and operator (default: {mutate.DEFAULT_PER_OPERATOR})")
+    mu.add_argument("--operators", default=None, metavar="NAMES",
+                    help="comma list of operators (default: all: " + ",".join(mutations.BY_NAME) + ")")
+    mu.add_argument("--edition", choices=harvest.EDITIONS, default="2021",
+                    help=".rs inputs' edition (snippets carry their own; default: 2021)")
+    mu.add_argument("--jobs", type=int, default=2, metavar="N", help="programs in parallel (default: 2)")
+    mu.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N programs")
+    mu.add_argument("--time-limit", type=float, default=mutate.MUTANT_TIME_LIMIT_S, metavar="SECONDS",
+                    help=f"per compile (default: {mutate.MUTANT_TIME_LIMIT_S:g})")
+    mu.set_defaults(func=cmd_mutate)
 
 
 def _read_input(name: str) -> bytes:
@@ -131,6 +169,32 @@ def cmd_error_index(args: argparse.Namespace) -> int:
         progress=None if getattr(args, "quiet", False) else _progress,
     )
     print(f"{summary.line()}; written to {args.output}")
+    return 0
+
+
+def _sink(args: argparse.Namespace):
+    return None if getattr(args, "quiet", False) else "stderr"
+
+
+def cmd_snippets(args: argparse.Namespace) -> int:
+    """Extract and type-check the docs' snippets; a summary line at the end."""
+    collections = tuple(c.strip() for c in args.collections.split(",") if c.strip())
+    summary = snippets.build_snippets(args.output, jobs=args.jobs, time_limit_s=args.time_limit,
+                                      collections=collections, limit=args.limit, progress=_sink(args))
+    print(f"{summary.line()}; written to {args.output}")
+    print("  by collection: " + ", ".join(f"{k} {v}" for k, v in summary.by_collection.items()))
+    return 0
+
+
+def cmd_mutate(args: argparse.Namespace) -> int:
+    """Mutate the programs; a summary with the operators and first error codes."""
+    operators = None if args.operators is None else [o.strip() for o in args.operators.split(",") if o.strip()]
+    summary = mutate.mutate(args.inputs, args.output, seed=args.seed, per_operator=args.per_operator,
+                            operators=operators, jobs=args.jobs, edition=args.edition, limit=args.limit,
+                            time_limit_s=args.time_limit, progress=_sink(args))
+    print(f"{summary.line()}; written to {args.output}")
+    print("  by operator: " + ", ".join(f"{k} {v}" for k, v in summary.by_operator.items()))
+    print("  first error codes: " + ", ".join(f"{k} {v}" for k, v in list(summary.by_code.items())[:20]))
     return 0
 
 
