@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import re
 
 import pytest
 
@@ -138,3 +139,28 @@ def test_corpus_is_byte_identical_across_runs_and_job_counts(sample, toolchain, 
     out = tmp_path / "again.jsonl"
     EI.build_corpus(out, limit=8, jobs=1, toolchain=toolchain)
     assert out.read_text(encoding="utf-8") == "".join(dumps_record(r) for r in records[:8])
+
+
+def test_annotations_are_stripped_and_non_fixes_rejected():
+    code = ('fn main() {\n    let x: i32 = "a"; // error: mismatched types\n    //        expected `i32`\n'
+            '    let y = 3; // ok!\n    // a comment that explains the program stays\n    let url = "http://x"; // Correct.\n}')
+    assert EI.strip_annotations(code) == ('fn main() {\n    let x: i32 = "a";\n    let y = 3;\n'
+                                          '    // a comment that explains the program stays\n    let url = "http://x";\n}')
+    source = "fn main() {\n    let v = vec![1, 2];\n    let w = v;\n    println!(\"{:?}\", v);\n}\n"
+    assert EI.fix_problem(source, source.replace("let w = v;", "let w = v.clone();"))[0] is None
+    assert EI.fix_problem(source, source + "// or:\nfn main() {}\n")[0].startswith("alternatives")
+    assert EI.fix_problem(source, "struct Unrelated;\nimpl Unrelated { fn new() -> Self { Unrelated } }\n")[0] \
+        .startswith("low_similarity")
+
+
+def test_sample_sources_are_clean_modern_and_fixes_close(sample):
+    _, records, _ = sample
+    for r in records:
+        assert not re.search(r"//\s*(ok|error)\b", r["source"] + (r["fixed_source"] or ""), re.I), r["key"]
+        if r["fixed_source"] is not None:
+            assert r["fix_similarity"] >= EI.MIN_FIX_SIMILARITY and "fix_rejected" not in r
+        elif "fix_rejected" in r:
+            assert r["fix_compiles"] is None
+        if r["edition"] != r["example"]["tagged_edition"]:
+            assert r["edition"] == "2021" and r["expected_code"] in r["produced_codes"] + [None]
+    assert sum(r["edition"] == "2021" for r in records) > 0.8 * len(records)

@@ -13,6 +13,8 @@ from __future__ import annotations
 
 import concurrent.futures
 import dataclasses
+import difflib
+import re
 import tempfile
 import time
 from pathlib import Path
@@ -88,38 +90,132 @@ def fix_compiles(source: str, edition: str, toolchain: Toolchain, time_limit_s: 
         return out.exit_code == 0
 
 
+# A comment that talks to the reader of the docs page, not part of the program:
+# "// error: ...", "// ok!", "// Correct.", "// this is incorrect", "// no error!".
+_ANNOTATION = re.compile(
+    r"^\s*(?:(?:no\s+)?errors?\b|ok\b|okay\b|correct\b|incorrect\b|this is (?:also )?(?:in)?correct|"
+    r"that's (?:good|ok)|(?:also )?works\b|compiles\b|fine\b)", re.I)
+# A continuation of an annotation: an indented comment ("//        expected 2, found 1")
+# or a pointer ("// ^ expected lifetime parameter").
+_CONTINUATION = re.compile(r"^(?:\s{2,}|\s*\^)")
+#: Fixes whose similarity to the example (difflib ratio of the texts) is below this are
+#: not fixes of the shown program but the page's next example.
+MIN_FIX_SIMILARITY = 0.6
+MODERN_EDITION = "2021"
+
+
+def _comment_start(line: str) -> int:
+    """Index of a line comment's ``//`` outside string and char literals, or -1."""
+    quote = None
+    i = 0
+    while i < len(line) - 1:
+        c = line[i]
+        if quote:
+            if c == "\\":
+                i += 2
+                continue
+            if c == quote:
+                quote = None
+        elif c == '"':
+            quote = '"'
+        elif c == "/" and line[i + 1] == "/":
+            return i
+        i += 1
+    return -1
+
+
+def strip_annotations(code: str) -> str:
+    """``code`` without the page's reader-facing comments (``// error: ...``, ``// ok!``
+    and their indented continuation lines); a line left empty by it is removed."""
+    out = []
+    continuing = False
+    for line in code.split("\n"):
+        at = _comment_start(line)
+        if at < 0:
+            out.append(line)
+            continuing = False
+            continue
+        comment = line[at + 2:]
+        code_part = line[:at].rstrip()
+        if _ANNOTATION.match(comment) or (continuing and not code_part and _CONTINUATION.match(comment)):
+            continuing = True
+            if code_part:
+                out.append(code_part)
+            continue
+        continuing = False
+        out.append(line)
+    return "\n".join(out)
+
+
+def fix_problem(source: str, fix_code: str) -> tuple[str | None, float]:
+    """(why the page's corrected example is not a fix of ``source``, or None; the
+    similarity of the two texts, 0..1)."""
+    similarity = difflib.SequenceMatcher(None, source, fix_code, autojunk=False).ratio()
+    if re.search(r"//\s*or\b", fix_code, re.I):
+        return "alternatives: the corrected example shows several versions ('// or:')", similarity
+    if similarity < MIN_FIX_SIMILARITY:
+        return (f"low_similarity: {similarity:.2f} < {MIN_FIX_SIMILARITY} to the example; the page's corrected "
+                "code is another program, not a fix of this one"), similarity
+    return None, similarity
+
+
+def _compile_example(code: str, edition: str, toolchain: Toolchain, time_limit_s: float):
+    with tempfile.TemporaryDirectory(prefix="meap-rust-") as tmp:
+        path = Path(tmp) / "main.rs"
+        path.write_text(code, encoding="utf-8")
+        return compile_file(path, Path(tmp), toolchain, edition=edition, time_limit_s=time_limit_s,
+                            extra_env=BOOTSTRAP_ENV, crate_type="bin", emit="obj")
+
+
 def example_record(example: Example, toolchain: Toolchain, *, time_limit_s: float) -> dict[str, Any]:
     """Compile one example (and its fix) and return its transcript record.
 
+    The page's annotations (``// error: ...``, ``// ok!``) are stripped from both: a model
+    would learn to write them. The example is compiled with edition 2021 when it still
+    produces its expected code there (else with its tagged edition). The fix is dropped,
+    with the reason in ``fix_rejected``, when it is not a fix of the shown program.
     The file is always ``main.rs``: a name carrying the error code would leak the answer.
     """
     block = example.block
-    with tempfile.TemporaryDirectory(prefix="meap-rust-") as tmp:
-        path = Path(tmp) / "main.rs"
-        path.write_text(block.code, encoding="utf-8")
-        compiled = compile_file(
-            path, Path(tmp), toolchain, edition=block.edition, time_limit_s=time_limit_s,
-            extra_env=BOOTSTRAP_ENV, crate_type="bin", emit="obj",
-        )
+    source = strip_annotations(block.code)
+    edition = block.edition
+    compiled = None
+    if int(edition) < int(MODERN_EDITION):
+        modern = _compile_example(source, MODERN_EDITION, toolchain, time_limit_s)
+        produced = modern.record_fields()["produced_codes"]
+        if not modern.timed_out and modern.exit_code != 0 and (block.expected_code is None
+                                                                 or block.expected_code in produced):
+            compiled, edition = modern, MODERN_EDITION
+    if compiled is None:
+        compiled = _compile_example(source, edition, toolchain, time_limit_s)
+    fixed = rejected = similarity = None
+    if example.fix is not None:
+        fixed = strip_annotations(example.fix.code)
+        rejected, similarity = fix_problem(source, fixed)
+        if rejected:
+            fixed = None
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "key": example.key,
         "origin": "error-index",
         "tool": "rustc",
-        "source": block.code,
+        "source": source,
         "source_path": "$SRC/main.rs",
-        "edition": block.edition,
+        "edition": edition,
         "toolchain": toolchain.version,
         "env": dict(BOOTSTRAP_ENV),
         "time_limit_s": time_limit_s,
         "expected_code": block.expected_code,
-        "example": {"page": example.page, "index": example.index, "tags": list(block.tags)},
-        "fixed_source": example.fix.code if example.fix else None,
-        "fix_edition": example.fix.edition if example.fix else None,
-        "fix_compiles": (
-            fix_compiles(example.fix.code, example.fix.edition, toolchain, time_limit_s) if example.fix else None
-        ),
+        "example": {"page": example.page, "index": example.index, "tags": list(block.tags),
+                    "tagged_edition": block.edition},
+        "fixed_source": fixed,
+        "fix_edition": edition if fixed is not None else None,
+        "fix_compiles": fix_compiles(fixed, edition, toolchain, time_limit_s) if fixed is not None else None,
     }
+    if similarity is not None:
+        record["fix_similarity"] = round(similarity, 3)
+    if rejected:
+        record["fix_rejected"] = rejected
     record.update(compiled.record_fields())
     return record
 

@@ -33,7 +33,8 @@ def _require(record: Mapping[str, Any], *, fix: bool = False) -> None:
     if record.get("timed_out"):
         raise MeapDataError(f"record {key!r} timed out: it has no compiler output to train on; skip it")
     if fix and not record.get("fixed_source"):
-        raise MeapDataError(f"record {key!r} has no fixed_source, so no repair example; use the diagnose task")
+        why = f" ({record['fix_rejected']})" if record.get("fix_rejected") else ""
+        raise MeapDataError(f"record {key!r} has no fixed_source{why}, so no repair example; use the diagnose task")
 
 
 def _command(record: Mapping[str, Any]) -> str:
