@@ -45,6 +45,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                    help=f"per compile run (default: {harvest.DEFAULT_TIME_LIMIT_S:g})")
     h.add_argument("--edition", choices=harvest.EDITIONS, default="2021",
                    help="edition for single files (crates use Cargo.toml's; default: 2021)")
+    h.add_argument("--tests", action="store_true",
+                   help="also build and run each source's tests (rustc --test / cargo test --offline) and record "
+                   "the outcome per test")
     h.set_defaults(func=cmd_harvest)
 
     e = sub.add_parser(
@@ -153,7 +156,7 @@ def cmd_harvest(args: argparse.Namespace) -> int:
         raise MeapDataError(f"--jobs must be at least 1, got {args.jobs}")
     summary = harvest.harvest(
         args.sources, args.output, jobs=args.jobs, time_limit_s=args.time_limit, edition=args.edition,
-        progress=None if getattr(args, "quiet", False) else _progress,
+        progress=None if getattr(args, "quiet", False) else _progress, tests=args.tests,
     )
     print(f"harvest: {summary.records} records ({summary.failed} did not compile, {summary.timed_out} timed out) "
           f"written to {args.output} in {summary.seconds:.1f} s")

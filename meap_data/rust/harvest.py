@@ -16,6 +16,7 @@ from __future__ import annotations
 import concurrent.futures
 import dataclasses
 import os
+import posixpath
 import re
 import shutil
 import signal
@@ -323,28 +324,91 @@ def compile_source(
                     normaliser.text(rendered), [normaliser.text(p) for p in (parsed.problems if parsed else [])])
 
 
-def compile_crate(crate: Path, rel: str, toolchain: Toolchain, *, time_limit_s: float) -> Compiled:
-    """``cargo check --offline`` a crate directory, on a copy so the source tree stays untouched.
+def path_dependencies(crate: Path) -> list[Path]:
+    """Directories of a crate's ``path = ...`` dependencies (all dependency tables)."""
+    try:
+        manifest = tomllib.loads((crate / "Cargo.toml").read_text(encoding="utf-8"))
+    except (OSError, tomllib.TOMLDecodeError):
+        return []
+    tables = [manifest.get(k, {}) for k in ("dependencies", "dev-dependencies", "build-dependencies")]
+    tables.append(manifest.get("workspace", {}).get("dependencies", {}))
+    for target in manifest.get("target", {}).values():
+        if isinstance(target, dict):
+            tables += [target.get(k, {}) for k in ("dependencies", "dev-dependencies", "build-dependencies")]
+    found = []
+    for table in tables:
+        if isinstance(table, dict):
+            for spec in table.values():
+                if isinstance(spec, dict) and isinstance(spec.get("path"), str):
+                    found.append((crate / spec["path"]).resolve())
+    return found
 
-    Both runs use the same target dir (emptied in between) so paths in the two outputs
-    agree, and each compiles from scratch like a person's first ``cargo check``.
+
+def workspace_root(crate: Path) -> Path | None:
+    """The nearest directory at or above ``crate`` whose Cargo.toml has ``[workspace]``."""
+    for d in (crate, *crate.parents):
+        toml = d / "Cargo.toml"
+        if toml.is_file():
+            try:
+                if "workspace" in tomllib.loads(toml.read_text(encoding="utf-8")):
+                    return d
+            except (OSError, tomllib.TOMLDecodeError):
+                continue
+    return None
+
+
+def crate_copy_root(crate: Path) -> Path:
+    """What to copy so the crate builds elsewhere: the crate widened to the common
+    ancestor of its path dependencies (followed recursively) and its workspace root."""
+    dirs, todo = {crate}, [crate]
+    while todo:
+        for dep in path_dependencies(todo.pop()):
+            if dep not in dirs and (dep / "Cargo.toml").is_file():
+                dirs.add(dep)
+                todo.append(dep)
+    ws = workspace_root(crate)
+    if ws is not None:
+        dirs.add(ws)
+    return Path(os.path.commonpath([str(d) for d in dirs]))
+
+
+def compile_crate(crate: Path, rel: str, toolchain: Toolchain, *, time_limit_s: float,
+                  tests: bool = False) -> tuple[Compiled, dict[str, Any] | None]:
+    """``cargo check --offline`` a crate directory, on a copy so the source tree stays
+    untouched; with ``tests``, then ``cargo test`` on the copy (all test targets built).
+
+    The copy holds the crate's path dependencies and workspace root too
+    (:func:`crate_copy_root`), so they keep working. Both check runs use the same target
+    dir (emptied in between) so paths in the two outputs agree, and each compiles from
+    scratch like a person's first ``cargo check``.
     """
     if toolchain.cargo is None:
         raise MeapDataError(f"cargo not found on PATH, needed for crate {crate}; install it with rustup")
+    from meap_data.rust.tests_run import crate_tests
+
+    root = crate_copy_root(crate)
     with tempfile.TemporaryDirectory(prefix="meap-rust-") as tmp:
-        copy = Path(tmp) / "src" / crate.name
-        shutil.copytree(crate, copy, ignore=shutil.ignore_patterns(*_SKIP_DIRS))
+        copy_root = Path(tmp) / "src" / root.name
+        shutil.copytree(root, copy_root, ignore=shutil.ignore_patterns(*_SKIP_DIRS))
+        copy = copy_root / crate.relative_to(root)
         target = Path(tmp) / "target"
+        # The default targets only: with --all-targets a failing crate stops at whichever of
+        # bin and bin-test cargo happens to build first, so the transcript would vary.
+        # ``cargo test`` (tests=True) builds and reports the test targets.
         flags = ["check", "--offline", "--target-dir", str(target)]
-        normaliser = Normaliser({
-            str(copy): f"$SRC/{rel}", tmp: "$TMP", toolchain.sysroot: "$SYSROOT", _home(): "$HOME",
-        })
-        return compile_twice(
+        paths = {str(copy): f"$SRC/{rel}", tmp: "$TMP", toolchain.sysroot: "$SYSROOT", _home(): "$HOME"}
+        if root != crate:
+            paths[str(copy_root)] = "$SRC/" + posixpath.normpath(f"{rel}/{os.path.relpath(root, crate)}")
+        normaliser = Normaliser(paths)
+        compiled = compile_twice(
             [toolchain.cargo, *flags], [toolchain.cargo, *flags, "--message-format=json"],
             cwd=copy, env=compiler_env(None, Path(tmp)), time_limit_s=time_limit_s,
             normaliser=normaliser, json_on="stdout",
             between=lambda: shutil.rmtree(target, ignore_errors=True),
         )
+        outcome = crate_tests(copy, rel, target, toolchain, time_limit_s=time_limit_s,
+                              normaliser=normaliser) if tests else None
+    return compiled, outcome
 
 
 # ------------------------------------------------------------------- discovery
@@ -446,8 +510,9 @@ def crate_source(files: dict[str, str]) -> str:
 # ---------------------------------------------------------------------- harvest
 
 
-def transcript(unit: SourceUnit, toolchain: Toolchain, *, edition: str, time_limit_s: float) -> dict[str, Any]:
-    """Compile one unit and return its transcript record."""
+def transcript(unit: SourceUnit, toolchain: Toolchain, *, edition: str, time_limit_s: float,
+               tests: bool = False) -> dict[str, Any]:
+    """Compile one unit (and with ``tests`` run its tests) and return its transcript record."""
     record: dict[str, Any] = {
         "schema_version": SCHEMA_VERSION,
         "key": make_key(unit.rel),
@@ -462,12 +527,18 @@ def transcript(unit: SourceUnit, toolchain: Toolchain, *, edition: str, time_lim
         record["edition"] = edition
         compiled = compile_file(unit.path, unit.base, toolchain, edition=edition, time_limit_s=time_limit_s)
         compiled.problems[:0] = [f"source: {p}" for p in source_problems]
+        if tests:
+            from meap_data.rust.tests_run import file_tests
+
+            record["tests"] = file_tests(unit.path, unit.base, toolchain, edition=edition, time_limit_s=time_limit_s)
     else:
         files = _crate_files(unit.path)
         record["files"] = files
         record["source"] = crate_source(files)
         record["edition"] = crate_edition(files.get("Cargo.toml", ""))
-        compiled = compile_crate(unit.path, unit.rel, toolchain, time_limit_s=time_limit_s)
+        compiled, outcome = compile_crate(unit.path, unit.rel, toolchain, time_limit_s=time_limit_s, tests=tests)
+        if outcome is not None:
+            record["tests"] = outcome
     record.update(compiled.record_fields())
     return record
 
@@ -491,10 +562,12 @@ def harvest(
     edition: str = "2021",
     toolchain: Toolchain | None = None,
     progress: Callable[[str], None] | None = None,
+    tests: bool = False,
 ) -> HarvestSummary:
     """Compile every source (``jobs`` at a time) and write records sorted by source path.
 
-    ``edition`` applies to single files; crates use their Cargo.toml's edition.
+    ``edition`` applies to single files; crates use their Cargo.toml's edition. ``tests``:
+    also build and run each source's tests (:mod:`meap_data.rust.tests_run`).
     """
     if edition not in EDITIONS:
         raise MeapDataError(f"--edition {edition!r} is not one of {', '.join(EDITIONS)}")
@@ -508,7 +581,7 @@ def harvest(
     counts = {"failed": 0, "timed_out": 0}
 
     def one(unit: SourceUnit) -> dict[str, Any]:
-        return transcript(unit, toolchain, edition=edition, time_limit_s=time_limit_s)
+        return transcript(unit, toolchain, edition=edition, time_limit_s=time_limit_s, tests=tests)
 
     def ordered() -> Iterator[dict[str, Any]]:
         # map() yields in submission order whatever the completion order.
@@ -517,8 +590,9 @@ def harvest(
                 counts["timed_out"] += record["timed_out"]
                 counts["failed"] += bool(record["exit_code"])
                 if progress:
+                    tested = f", tests {record['tests']['status']}" if "tests" in record else ""
                     progress(f"[{i}/{len(units)}] {record['source_path']}: "
-                             + ("timed out" if record["timed_out"] else f"exit {record['exit_code']}"))
+                             + ("timed out" if record["timed_out"] else f"exit {record['exit_code']}") + tested)
                 yield record
 
     n = write_records(output, ordered())

@@ -53,12 +53,43 @@ OUTPUT_HEADING = "### Compiler output: {command}\n"
 FIX_HEADING = "### Fixed source\n```rust\n"
 
 
+TESTS_HEADING = "### Test output: {command}\n"
+_STATUS_LINE = {"compile_error": "error: the tests did not compile\n",
+                "timed_out": "^C  (the tests were still running at the time limit)\n"}
+
+
+def tests_report(record: Mapping[str, Any]) -> str:
+    """A record's test outcome (``harvest --tests``) as libtest prints it: a line per test,
+    each failure's panic text, the result line. Empty when the record has none."""
+    tests = record.get("tests")
+    if not tests:
+        return ""
+    if tests["status"] in _STATUS_LINE:
+        return _STATUS_LINE[tests["status"]]
+    lines = [f"running {len(tests['cases'])} tests"]
+    outcome = {"passed": "ok", "failed": "FAILED", "ignored": "ignored"}
+    lines += [f"test {c['name']} ... {outcome[c['outcome']]}" for c in tests["cases"]]
+    for c in tests["cases"]:
+        if c["outcome"] == "failed":
+            lines += ["", f"---- {c['name']} stdout ----", (c["message"] or "").rstrip("\n")]
+    verdict = "FAILED" if tests["failed"] else "ok"
+    lines += ["", f"test result: {verdict}. {tests['passed']} passed; {tests['failed']} failed; "
+                  f"{tests['ignored']} ignored"]
+    return "\n".join(lines) + "\n"
+
+
+def _tests_section(record: Mapping[str, Any], heading: str) -> str:
+    report = tests_report(record)
+    return heading.format(command=" ".join(record["tests"]["argv"])) + report if report else ""
+
+
 def diagnose(record: Mapping[str, Any]) -> tuple[str, str]:
     """(prompt, response) for the diagnose task: the source and the command, then the
-    compiler's human output. Loss goes on the response only."""
+    compiler's human output, and the test output when the record ran its tests. Loss
+    goes on the response only."""
     _require(record)
     prompt = _source_block(record) + OUTPUT_HEADING.format(command=_command(record))
-    return prompt, str(record["rendered"])
+    return prompt, str(record["rendered"]) + _tests_section(record, TESTS_HEADING)
 
 
 def repair(record: Mapping[str, Any]) -> tuple[str, str]:
@@ -85,6 +116,7 @@ def transcript_text(record: Mapping[str, Any]) -> str:
         parts.append(f"^C  (still compiling after {record.get('time_limit_s', '?')} s)\n")
     else:
         parts.append(str(record["rendered"]))
+        parts.append(_tests_section(record, "$ {command}\n"))
     if record.get("fixed_source"):
         parts += [f"$ cat {display_path(record)}  # fixed\n", _fenced(str(record["fixed_source"]))]
         if record.get("fix_compiles"):
