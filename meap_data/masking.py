@@ -36,7 +36,7 @@ import numpy as np
 
 from .errors import MeapDataError
 from .keys import keys_to_u64, stream_seed
-from .sample_format import IGNORE_INDEX
+from .sample_format import IGNORE_INDEX, Spans
 
 PRETRAIN_MASK_RATIO = 0.15  # official pre-training code
 SFT_MASK_RATIO = 0.1  # official MEAP-SFT code: share of answer tokens masked
@@ -193,21 +193,35 @@ class MaskRule:
     def with_ratio(self, ratio: float) -> "MaskRule":
         return dataclasses.replace(self, ratio=float(ratio))
 
-    def _draw(self, keys, seed: int, epoch: int | None, spans: np.ndarray, counts: np.ndarray,
-              width: int, eligible: np.ndarray | None = None) -> np.ndarray:
+    def _draw(self, keys, seed: int, epoch: int | None, spans: Spans, counts: np.ndarray, width: int,
+              eligible: np.ndarray | None = None) -> np.ndarray:
+        """Flat indices (into rows x width) of ``counts[i]`` positions drawn in span i. A
+        row's first span draws from the row's word; its k-th from splitmix64 of (word, k),
+        so one-span rows and packed rows share one scheme. ``eligible`` (rows x width,
+        one span per row): positions to draw from instead of the spans' ranges."""
         words = row_words(keys, seed, epoch)
         if eligible is not None:
             return masked_flat_indices(words, eligible, counts)
-        return masked_flat_indices(words, spans[:, 1] - spans[:, 0], counts, width, starts=spans[:, 0])
+        k = spans.index_in_row().astype(np.uint64)
+        span_words = words[spans.row]
+        later = k > 0
+        span_words[later] = _splitmix64(span_words[later] + k[later] * _GOLDEN)
+        flat = masked_flat_indices(span_words, (spans.end - spans.start).astype(np.int64), counts, width,
+                                   starts=spans.start)
+        if flat.size == 0:
+            return flat
+        # Virtual rows (one per span) back to the real rows.
+        virtual = flat // width
+        return spans.row[virtual] * width + (flat - virtual * width)
 
-    def apply(self, labels: np.ndarray, lengths: np.ndarray, spans: np.ndarray, keys, *, mask_id: int,
+    def apply(self, labels: np.ndarray, lengths: np.ndarray, spans: Spans, keys, *, mask_id: int,
               pad_id: int, seed: int, epoch: int | None = None, inputs: np.ndarray | None = None) -> Masked:
         """Mask rows. ``labels``/``inputs``: (n, L) as stored (``inputs`` only when
-        :attr:`needs_inputs`); ``lengths``: real tokens per row; ``spans``: (n, 2) mask
+        :attr:`needs_inputs`); ``lengths``: real tokens per row; ``spans``: the rows' mask
         spans; ``keys``: sample keys (strings or their uint64 words)."""
         raise NotImplementedError
 
-    def ntp_view(self, input_ids: np.ndarray, labels: np.ndarray, pad_id: int, mask_span: np.ndarray | None = None,
+    def ntp_view(self, input_ids: np.ndarray, labels: np.ndarray, pad_id: int, in_mask_span: np.ndarray | None = None,
                  doc_ids: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """Plain next-token-prediction rows from a batch of this rule's samples:
         ``(input_ids, labels, kept)``, ``kept`` the bool row selection applied."""
@@ -227,32 +241,33 @@ class PretrainRule(MaskRule):
         object.__setattr__(self, "exclude_ids", tuple(int(i) for i in self.exclude_ids))
 
     @staticmethod
-    def spans(lengths: np.ndarray) -> np.ndarray:
+    def spans(lengths: np.ndarray) -> Spans:
         """``[0, L - 1)`` per row: every real position but the last (its target lies
         outside the row)."""
         lengths = np.asarray(lengths, dtype=np.int32)
-        return np.stack([np.zeros_like(lengths), np.maximum(lengths - 1, 0)], axis=1)
+        return Spans.one_per_row(np.zeros_like(lengths), np.maximum(lengths - 1, 0))
 
     def apply(self, labels, lengths, spans, keys, *, mask_id, pad_id, seed, epoch=None, inputs=None) -> Masked:
         labels = np.asarray(labels)
         lengths = np.asarray(lengths, dtype=np.int64)
-        spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
         out = labels.copy()
         padding = labels == IGNORE_INDEX
         if padding.any():
             out[padding] = pad_id
-        if self.ratio <= 0:
+        if self.ratio <= 0 or len(spans) == 0:
             return Masked(out, labels, np.zeros(0, dtype=np.int64))
-        counts = np.where(spans[:, 1] > spans[:, 0], mask_count(lengths, self.ratio), 0)
+        # The paper's count is of the row's real tokens, though the last is never drawn.
+        counts = mask_count(lengths[spans.row], self.ratio)
         eligible = None
         if self.exclude_ids:
-            pos = np.arange(labels.shape[1])[None, :]
-            eligible = (pos >= spans[:, :1]) & (pos < spans[:, 1:]) & ~np.isin(out, self.exclude_ids)
+            eligible = spans.covered(labels.shape[1]) & ~np.isin(out, self.exclude_ids)
+            counts = np.zeros(len(labels), dtype=np.int64)
+            counts[spans.row] = mask_count(lengths[spans.row], self.ratio)
         flat = self._draw(keys, seed, epoch, spans, counts, labels.shape[1], eligible)
         out.reshape(-1)[flat] = mask_id
         return Masked(out, labels, flat)
 
-    def ntp_view(self, input_ids, labels, pad_id, mask_span=None, doc_ids=None):
+    def ntp_view(self, input_ids, labels, pad_id, in_mask_span=None, doc_ids=None):
         clean = np.where(labels == IGNORE_INDEX, pad_id, labels).astype(labels.dtype, copy=False)
         return clean, labels, np.ones(len(labels), dtype=bool)
 
@@ -281,7 +296,7 @@ class SftRule(MaskRule):
     layout: str = "rows"
     name: ClassVar[str] = "sft"
     needs_inputs: ClassVar[bool] = True
-    ntp_fields: ClassVar[tuple[str, ...]] = ("mask_span", "doc_ids")
+    ntp_fields: ClassVar[tuple[str, ...]] = ("in_mask_span", "doc_ids")
 
     def __post_init__(self):
         if self.layout not in SFT_LAYOUTS:
@@ -312,41 +327,37 @@ class SftRule(MaskRule):
         if inputs is None:
             raise ValueError("the sft rule needs the stored input_ids to re-draw masks")
         labels = np.asarray(labels)
-        spans = np.asarray(spans, dtype=np.int64).reshape(-1, 2)
         # The clean tokens: a masked position's label holds its token, every other
         # position's input does (prompt, unmasked answer, padding).
         clean = np.where(labels != IGNORE_INDEX, labels, inputs).astype(labels.dtype, copy=False)
         width = labels.shape[1]
-        pos = np.arange(width)[None, :]
-        in_span = (pos >= spans[:, :1]) & (pos < spans[:, 1:])
-        out_labels = np.where(in_span, IGNORE_INDEX, labels).astype(labels.dtype, copy=False)
-        lengths_in_span = spans[:, 1] - spans[:, 0]
-        counts = np.where((lengths_in_span > 0) & (self.ratio > 0), mask_count(lengths_in_span, self.ratio), 0)
+        out_labels = np.where(spans.covered(width), IGNORE_INDEX, labels).astype(labels.dtype, copy=False)
+        n = (spans.end - spans.start).astype(np.int64)
+        counts = mask_count(n, self.ratio) if self.ratio > 0 else np.zeros(len(n), dtype=np.int64)
         flat = self._draw(keys, seed, epoch, spans, counts, width)
         out_inputs = clean.copy()
         out_inputs.reshape(-1)[flat] = mask_id
         out_labels.reshape(-1)[flat] = clean.reshape(-1)[flat]
         return Masked(out_inputs, out_labels, flat)
 
-    def ntp_view(self, input_ids, labels, pad_id, mask_span=None, doc_ids=None):
+    def ntp_view(self, input_ids, labels, pad_id, in_mask_span=None, doc_ids=None):
         """The fair baseline for fine-tuning data: the clean copies only, with their real
-        prompts as input. A row with a mask span holds a masked copy as its last
-        document: a ``rows`` masked copy is dropped whole, a ``concat`` row keeps its
-        clean half (the rest becomes padding)."""
-        if mask_span is None or doc_ids is None:
-            raise ValueError("the sft rule's ntp view needs the batch's mask_span and doc_ids fields")
-        has = mask_span[:, 1] > mask_span[:, 0]
-        rows = np.flatnonzero(has)
+        prompts as input. Every document holding a mask span is a masked copy and becomes
+        padding (``rows``: the whole sample, which is then dropped; ``concat``: its second
+        half; packed samples: each masked copy); rows left without a target are dropped."""
+        if in_mask_span is None or doc_ids is None:
+            raise ValueError("the sft rule's ntp view needs the batch's in_mask_span and doc_ids fields")
+        in_span = np.asarray(in_mask_span).astype(bool)
         inputs, labels = input_ids.copy(), labels.copy()
-        kept = ~has
-        if rows.size:
-            span_doc = doc_ids[rows, mask_span[rows, 0]]
-            # The masked copy starts at the first position of the span's document.
-            cut = np.argmax(doc_ids[rows] == span_doc[:, None], axis=1)
-            after = np.arange(input_ids.shape[1])[None, :] >= cut[:, None]
-            inputs[rows] = np.where(after, pad_id, inputs[rows])
-            labels[rows] = np.where(after, IGNORE_INDEX, labels[rows])
-            kept[rows] = cut > 0
+        if in_span.any():
+            rows, cols = np.nonzero(in_span)
+            n_docs = int(doc_ids.max()) + 2  # doc -1 (padding) shifted to 0
+            masked_doc = np.zeros((len(labels), n_docs), dtype=bool)
+            masked_doc[rows, doc_ids[rows, cols] + 1] = True
+            blank = np.take_along_axis(masked_doc, doc_ids + 1, axis=1) & (doc_ids >= 0)
+            inputs[blank] = pad_id
+            labels[blank] = IGNORE_INDEX
+        kept = (labels != IGNORE_INDEX).any(axis=1)
         return inputs[kept], labels[kept], kept
 
 

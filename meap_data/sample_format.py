@@ -11,9 +11,10 @@ A sample (``schemas/sample.arrow.json`` describes the same fields for other tool
 - ``doc_offsets``: int32[], the start of each document piece; ``doc_keys``: the key of
   each piece's document;
 - ``length``: real tokens, the rest is padding;
-- ``mask_span``: int32[0 or 2], ``[start, end)`` of the positions the dataset's mask rule
-  draws masked positions from (empty when the rule never masks this sample, e.g. the
-  clean copy of a fine-tuning example). A loader re-draws masks inside it.
+- ``mask_span``: int32[2k], k spans ``[start, end)`` (flattened pairs) of the positions
+  the dataset's mask rule draws masked positions from: one for pre-training samples, one
+  per masked copy of a fine-tuning sample (several when examples are packed), none for
+  a sample the rule never masks (a clean copy). A loader re-draws masks inside them.
 """
 
 from __future__ import annotations
@@ -65,20 +66,88 @@ def member_name(key: str, member: str) -> str:
 
 
 @dataclass
+class Spans:
+    """The mask spans of ``n_rows`` rows as a table, rows in order: span i covers
+    positions ``[start[i], end[i])`` of row ``row[i]``."""
+
+    row: np.ndarray  # int64 (m,)
+    start: np.ndarray  # int32 (m,)
+    end: np.ndarray  # int32 (m,)
+    n_rows: int
+
+    @classmethod
+    def from_lists(cls, lists) -> "Spans":
+        """From per-row flattened pairs ``[[s1, e1, s2, e2], [], ...]`` (lists or int
+        arrays; empty spans dropped)."""
+        arrays = [np.asarray(x, dtype=np.int32).reshape(-1) for x in lists]
+        counts = np.fromiter((len(a) // 2 for a in arrays), dtype=np.int64, count=len(arrays))
+        pairs = (np.concatenate(arrays) if arrays else np.zeros(0, np.int32)).reshape(-1, 2)
+        rows = np.repeat(np.arange(len(arrays), dtype=np.int64), counts)
+        keep = pairs[:, 1] > pairs[:, 0]
+        return cls(rows[keep], pairs[keep, 0].astype(np.int32), pairs[keep, 1].astype(np.int32), len(arrays))
+
+    @classmethod
+    def one_per_row(cls, starts, ends) -> "Spans":
+        """One span per row (``start == end``: none for that row)."""
+        starts, ends = np.asarray(starts, np.int32), np.asarray(ends, np.int32)
+        keep = np.flatnonzero(ends > starts)
+        return cls(keep.astype(np.int64), starts[keep], ends[keep], len(starts))
+
+    @classmethod
+    def concat(cls, parts: list["Spans"]) -> "Spans":
+        offsets = np.cumsum([0] + [p.n_rows for p in parts[:-1]])
+        return cls(np.concatenate([p.row + o for p, o in zip(parts, offsets)]).astype(np.int64),
+                   np.concatenate([p.start for p in parts]).astype(np.int32),
+                   np.concatenate([p.end for p in parts]).astype(np.int32), int(sum(p.n_rows for p in parts)))
+
+    def __len__(self) -> int:
+        return len(self.row)
+
+    def rows(self, lo: int, hi: int) -> "Spans":
+        """The spans of rows ``[lo, hi)``, renumbered from 0."""
+        a, b = np.searchsorted(self.row, [lo, hi])
+        return Spans(self.row[a:b] - lo, self.start[a:b], self.end[a:b], hi - lo)
+
+    def index_in_row(self) -> np.ndarray:
+        """0 for each row's first span, 1 for its second..."""
+        first = np.searchsorted(self.row, self.row)
+        return np.arange(len(self.row)) - first
+
+    def covered(self, width: int) -> np.ndarray:
+        """Boolean (n_rows, width): the positions inside a span."""
+        out = np.zeros((self.n_rows, width + 1), dtype=np.int8)
+        np.add.at(out, (self.row, self.start), 1)
+        np.add.at(out, (self.row, self.end), -1)
+        return np.cumsum(out, axis=1)[:, :width] > 0
+
+    def lists(self) -> list[list[int]]:
+        """Per-row flattened pairs (the stored ``mask_span`` values)."""
+        out: list[list[int]] = [[] for _ in range(self.n_rows)]
+        for r, a, b in zip(self.row.tolist(), self.start.tolist(), self.end.tolist()):
+            out[r] += [a, b]
+        return out
+
+    def to_arrow(self) -> pa.Array:
+        counts = np.bincount(self.row, minlength=self.n_rows) * 2
+        offsets = np.concatenate([[0], np.cumsum(counts)]).astype(np.int32)
+        values = np.stack([self.start, self.end], axis=1).reshape(-1).astype(np.int32)
+        return pa.ListArray.from_arrays(pa.array(offsets), pa.array(values, pa.int32()))
+
+
+@dataclass
 class SampleRows:
     """``n`` samples of ``seq_len`` tokens, before masking or ready to write.
 
     ``input_ids``/``labels``: int32 (n, seq_len); before masking ``input_ids`` may be
     None (the labels hold every token). ``lengths``: int32 (n,), real tokens.
-    ``mask_spans``: int32 (n, 2), ``[start, end)`` per row, ``start == end`` for none
-    (None until a rule's spans are set). ``keys``, ``doc_offsets``, ``doc_keys``: per
-    row, see the module docstring.
+    ``mask_spans``: the rows' :class:`Spans` (None until a rule's spans are set).
+    ``keys``, ``doc_offsets``, ``doc_keys``: per row, see the module docstring.
     """
 
     input_ids: np.ndarray | None
     labels: np.ndarray
     lengths: np.ndarray
-    mask_spans: np.ndarray | None
+    mask_spans: Spans | None
     keys: list[str]
     doc_offsets: list[list[int]]
     doc_keys: list[list[str]]
@@ -86,22 +155,21 @@ class SampleRows:
     def __len__(self) -> int:
         return len(self.keys)
 
-    def meta(self, row: int) -> dict:
-        """The ``KEY.json`` dict of row ``row``."""
-        start, end = (int(v) for v in self.mask_spans[row])
-        return {"key": self.keys[row], "doc_offsets": [int(o) for o in self.doc_offsets[row]],
-                "doc_keys": list(self.doc_keys[row]), "length": int(self.lengths[row]),
-                "mask_span": [start, end] if end > start else []}
+    def metas(self) -> list[dict]:
+        """The ``KEY.json`` dicts of the rows."""
+        spans = self.mask_spans.lists()
+        return [{"key": self.keys[r], "doc_offsets": [int(o) for o in self.doc_offsets[r]],
+                 "doc_keys": list(self.doc_keys[r]), "length": int(self.lengths[r]), "mask_span": spans[r]}
+                for r in range(len(self))]
 
+    def slice(self, lo: int, hi: int) -> "SampleRows":
+        return SampleRows(self.input_ids[lo:hi], self.labels[lo:hi], self.lengths[lo:hi],
+                          self.mask_spans.rows(lo, hi), self.keys[lo:hi], self.doc_offsets[lo:hi],
+                          self.doc_keys[lo:hi])
 
-def spans_to_lists(spans: np.ndarray) -> pa.Array:
-    """The ``mask_span`` column from an (n, 2) array: two entries per non-empty span."""
-    spans = np.asarray(spans, dtype=np.int32).reshape(-1, 2)
-    has = spans[:, 1] > spans[:, 0]
-    offsets = np.concatenate([[0], np.cumsum(has.astype(np.int32) * 2)]).astype(np.int32)
-    return pa.ListArray.from_arrays(pa.array(offsets), pa.array(spans[has].reshape(-1)))
-
-
-def span_of(values) -> tuple[int, int]:
-    """``(start, end)`` of a stored ``mask_span`` list; ``(0, 0)`` when it is empty."""
-    return (int(values[0]), int(values[1])) if len(values) == 2 else (0, 0)
+    @classmethod
+    def concat(cls, parts: list["SampleRows"]) -> "SampleRows":
+        return cls(np.concatenate([p.input_ids for p in parts]), np.concatenate([p.labels for p in parts]),
+                   np.concatenate([p.lengths for p in parts]), Spans.concat([p.mask_spans for p in parts]),
+                   [k for p in parts for k in p.keys], [o for p in parts for o in p.doc_offsets],
+                   [d for p in parts for d in p.doc_keys])

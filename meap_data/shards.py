@@ -28,7 +28,6 @@ from .sample_format import (
     SampleRows,
     arrow_shard_name,
     member_name,
-    spans_to_lists,
     webdataset_shard_name,
 )
 
@@ -77,10 +76,10 @@ class ShardWriter:
             while self._pending_rows >= ARROW_BATCH_ROWS:
                 self._flush_arrow(ARROW_BATCH_ROWS)
         if "webdataset" in self.formats:
-            for r, key in enumerate(rows.keys):
+            for r, (key, meta) in enumerate(zip(rows.keys, rows.metas())):
                 self._add_member(member_name(key, INPUT_IDS_MEMBER), _npy_bytes(rows.input_ids[r]))
                 self._add_member(member_name(key, LABELS_MEMBER), _npy_bytes(rows.labels[r]))
-                self._add_member(member_name(key, META_MEMBER), json.dumps(rows.meta(r), sort_keys=True).encode())
+                self._add_member(member_name(key, META_MEMBER), json.dumps(meta, sort_keys=True).encode())
         self.samples += len(rows)
 
     def _add_member(self, name: str, data: bytes) -> None:
@@ -95,35 +94,26 @@ class ShardWriter:
     def _flush_arrow(self, rows: int) -> None:
         if not self._pending:
             return
-        parts = self._pending
-        merged = SampleRows(
-            input_ids=np.concatenate([p.input_ids for p in parts]),
-            labels=np.concatenate([p.labels for p in parts]),
-            lengths=np.concatenate([p.lengths for p in parts]),
-            mask_spans=np.concatenate([p.mask_spans for p in parts]),
-            keys=[k for p in parts for k in p.keys],
-            doc_offsets=[o for p in parts for o in p.doc_offsets],
-            doc_keys=[d for p in parts for d in p.doc_keys],
-        )
+        merged = SampleRows.concat(self._pending)
         take = min(rows, len(merged))
+        batch_rows = merged.slice(0, take)
         batch = pa.record_batch(
             [
-                pa.array(merged.keys[:take], pa.string()),
-                _list_array(merged.input_ids[:take]),
-                _list_array(merged.labels[:take]),
-                pa.array(merged.doc_offsets[:take], pa.list_(pa.int32())),
-                pa.array(merged.doc_keys[:take], pa.list_(pa.string())),
-                pa.array(merged.lengths[:take], pa.int32()),
-                spans_to_lists(merged.mask_spans[:take]),
+                pa.array(batch_rows.keys, pa.string()),
+                _list_array(batch_rows.input_ids),
+                _list_array(batch_rows.labels),
+                pa.array(batch_rows.doc_offsets, pa.list_(pa.int32())),
+                pa.array(batch_rows.doc_keys, pa.list_(pa.string())),
+                pa.array(batch_rows.lengths, pa.int32()),
+                batch_rows.mask_spans.to_arrow(),
             ],
             schema=SAMPLE_SCHEMA,
         )
         self._arrow.write_batch(batch)
         rest = len(merged) - take
-        self._pending = [] if rest == 0 else [SampleRows(
-            merged.input_ids[take:], merged.labels[take:], merged.lengths[take:], merged.mask_spans[take:],
-            merged.keys[take:], merged.doc_offsets[take:], merged.doc_keys[take:])]
+        self._pending = [] if rest == 0 else [merged.slice(take, len(merged))]
         self._pending_rows = rest
+
     def close(self) -> dict[str, dict]:
         """Finish every file; returns ``{format: {path, bytes, sha256, samples}}``."""
         if "arrow" in self.formats:

@@ -243,10 +243,11 @@ def model_inputs(batch: dict, objective: str, rule: MaskRule, pad_id: int, seq_l
     arrays = {k: batch[k] for k in ("input_ids", "labels", "doc_ids", "position_ids") if k in batch}
     if objective == "ntp":
         inputs, labels, kept = rule.ntp_view(_numpy(batch["input_ids"]), _numpy(batch["labels"]), pad_id,
-                                             _numpy(batch.get("mask_span")), _numpy(batch.get("doc_ids")))
+                                             _numpy(batch.get("in_mask_span")), _numpy(batch.get("doc_ids")))
         if not kept.any():
             kept[0] = True
-            inputs, labels = _numpy(batch["input_ids"])[:1], np.full_like(_numpy(batch["labels"])[:1], IGNORE_INDEX)
+            inputs = np.full_like(_numpy(batch["input_ids"])[:1], pad_id)
+            labels = np.full_like(_numpy(batch["labels"])[:1], IGNORE_INDEX)
         arrays["input_ids"], arrays["labels"] = inputs, labels
         if not kept.all():
             for k in ("doc_ids", "position_ids"):
@@ -679,7 +680,7 @@ class Throughput:
 
     def count(self, inputs: torch.Tensor, labels: torch.Tensor) -> None:
         self.fed[0] += inputs.numel()
-        self.fed[1] += inputs.shape[0]
+        self.fed[1] += (labels != IGNORE_INDEX).any(dim=1).sum()  # a placeholder row is no sample
         self.fed[2] += target_count(labels)
 
     def totals_now(self, ddp: bool) -> list[int]:

@@ -10,7 +10,7 @@ from scipy import stats
 
 from meap_data.errors import MeapDataError
 from meap_data.masking import PretrainRule, SftRule, mask_count, rule_from_json
-from meap_data.sample_format import IGNORE_INDEX
+from meap_data.sample_format import IGNORE_INDEX, Spans
 
 MASK_ID, PAD, EOS = 9999, 7, 3
 
@@ -132,7 +132,7 @@ def sft_rows(rule: SftRule, pairs, width: int, seed: int = 0, epoch=None):
         inputs[r, : len(c.input_ids)] = c.input_ids
         labels[r, : len(c.labels)] = c.labels
     lengths = np.array([len(c.input_ids) for c in copies])
-    spans = np.array([c.mask_span for c in copies])
+    spans = Spans.one_per_row(*zip(*[c.mask_span for c in copies]))
     keys = [f"{r:016x}" for r in range(n)]
     return copies, rule.apply(labels, lengths, spans, keys, mask_id=MASK_ID, pad_id=PAD, seed=seed, epoch=epoch,
                               inputs=inputs), (labels, lengths, spans, keys)
@@ -188,7 +188,8 @@ def test_sft_masks_are_a_pure_function_of_seed_key_epoch_and_redraw_from_stored_
     assert differ[[1, 3]].any(axis=1).all() and not differ[[0, 2]].any()
     for r in (1, 3):
         cols = np.flatnonzero(differ[r])
-        assert cols.min() >= spans[r, 0] and cols.max() < spans[r, 1]
+        [k] = np.flatnonzero(spans.row == r)
+        assert cols.min() >= spans.start[k] and cols.max() < spans.end[k]
         assert (other.input_ids[r] == MASK_ID).sum() == (baked.input_ids[r] == MASK_ID).sum()
     _, seed2, _ = sft_rows(SftRule(), pairs, width=420, seed=2)
     assert not np.array_equal(seed2.input_ids, baked.input_ids)
@@ -212,7 +213,7 @@ def test_ntp_view_of_sft_rows_keeps_clean_copies_with_their_prompts():
     pairs = [(ids(5), ids(60, 100)), (ids(6), ids(20, 300))]  # the second has no masked copy
     copies, out, (_, _, spans, _) = sft_rows(SftRule(), pairs, width=80)
     doc_ids = np.where(np.arange(80)[None, :] < np.array([len(c.input_ids) for c in copies])[:, None], 0, -1)
-    inputs, labels, kept = SftRule().ntp_view(out.input_ids, out.labels, PAD, spans, doc_ids)
+    inputs, labels, kept = SftRule().ntp_view(out.input_ids, out.labels, PAD, spans.covered(80), doc_ids)
     assert kept.tolist() == [True, False, True]  # the masked copy is dropped
     assert np.array_equal(inputs[0, :66], copies[0].input_ids) and MASK_ID not in inputs
     assert np.array_equal(labels[0, :66], copies[0].labels)
@@ -220,7 +221,7 @@ def test_ntp_view_of_sft_rows_keeps_clean_copies_with_their_prompts():
     [both], concat, (_, _, cspans, _) = sft_rows(SftRule(layout="concat"), pairs[:1], width=140)
     docs = np.full((1, 140), -1)
     docs[0, :66], docs[0, 66:132] = 0, 1
-    inputs, labels, kept = SftRule().ntp_view(concat.input_ids, concat.labels, PAD, cspans, docs)
+    inputs, labels, kept = SftRule().ntp_view(concat.input_ids, concat.labels, PAD, cspans.covered(140), docs)
     assert kept.tolist() == [True]
     assert np.array_equal(inputs[0, :66], copies[0].input_ids) and (inputs[0, 66:] == PAD).all()
     assert np.array_equal(labels[0, :66], copies[0].labels) and (labels[0, 66:] == IGNORE_INDEX).all()
@@ -241,3 +242,26 @@ def test_rules_round_trip_through_the_manifest_json():
     assert PretrainRule().to_json() == {"name": "pretrain", "ratio": 0.15, "exclude_ids": []}
     with pytest.raises(MeapDataError, match="masks='static'"):
         rule_from_json({"name": "span-corruption", "ratio": 0.15})
+
+
+def test_several_spans_in_one_row_each_get_their_own_count_and_stream():
+    """Packed fine-tuning samples hold several masked copies: each span gets
+    max(1, int(n * ratio)) masks, drawn from its own stream; a row's first span draws
+    exactly as a one-span row would."""
+    rng = np.random.default_rng(0)
+    labels = rng.integers(10, 5000, (3, 300), dtype=np.int32)
+    keys = ["00000000000000a1", "00000000000000b2", "00000000000000c3"]
+    packed = Spans.from_lists([[10, 90, 120, 250], [], [5, 60]])
+    out = SftRule().apply(labels, np.full(3, 300), packed, keys, mask_id=MASK_ID, pad_id=PAD, seed=1,
+                          inputs=labels)
+    hit = out.input_ids == MASK_ID
+    assert hit[0, 10:90].sum() == 8 and hit[0, 120:250].sum() == 13 and hit[0].sum() == 21
+    assert not hit[1].any() and hit[2, 5:60].sum() == 5 and hit[2].sum() == 5
+    inside = packed.covered(300)
+    assert ((out.labels != IGNORE_INDEX) == hit)[inside].all()  # in a span: labels only where masked
+    assert np.array_equal(out.labels[~inside], labels[~inside])  # elsewhere untouched
+    single = SftRule().apply(labels[:1], np.full(1, 300), Spans.from_lists([[10, 90]]), keys[:1], mask_id=MASK_ID,
+                             pad_id=PAD, seed=1, inputs=labels[:1])
+    assert np.array_equal(single.input_ids[0, :90], out.input_ids[0, :90])
+    assert packed.lists() == [[10, 90, 120, 250], [], [5, 60]]
+    assert packed.covered(300).sum() == 80 + 130 + 55

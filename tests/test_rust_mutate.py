@@ -68,9 +68,9 @@ EXPECTED = {
 
 def test_the_lexer_skips_comments_and_strings():
     toks = tokenize('let s = "a // not a comment"; // a comment\nlet c = \'x\'; /* /* nested */ */ r#"raw "q""#')
-    assert [t.kind for t in toks] == ["ident", "ident", "punct", "str", "punct", "ident", "ident", "punct", "char",
+    assert [t.tag for t in toks] == ["ident", "ident", "punct", "str", "punct", "ident", "ident", "punct", "char",
                                       "punct", "str"]
-    assert [t.kind for t in tokenize("'a 'b' 1.5 2..3 0x1F")] == ["lifetime", "char", "float", "int", "punct", "int", "int"]
+    assert [t.tag for t in tokenize("'a 'b' 1.5 2..3 0x1F")] == ["lifetime", "char", "float", "int", "punct", "int", "int"]
 
 
 def test_every_operator_has_a_site_in_the_test_program():

@@ -7,7 +7,6 @@ from __future__ import annotations
 import dataclasses
 import html
 import json
-from pathlib import Path
 from urllib.parse import quote_plus
 
 import pytest

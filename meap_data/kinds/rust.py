@@ -15,8 +15,10 @@ the loader, ``inspect`` and ``verify`` work unchanged. Three tasks (``--task``):
 The fine-tuning tasks use the ``sft`` rule (:class:`meap_data.masking.SftRule`): a clean
 copy and, for answers over 50 tokens, a masked copy, as consecutive samples (``rows``) or
 one sample (``concat``, ``doc_offsets`` marking where the second copy starts). Examples
-are never packed: each is one sample padded to ``seq_len``; one that does not fit is
-rejected as ``too_long`` (truncating a fix would teach a wrong fix).
+are not packed by default: each is one sample padded to ``seq_len``; one that does not fit is
+rejected as ``too_long`` (truncating a fix would teach a wrong fix). ``--sft-pack`` places
+several examples' copies end to end in one sample instead (whole copies, document
+boundaries kept), so padding falls from most of a sample to its tail.
 
 The split: every record has a *primary code* (:func:`primary_code`); a code is held out
 for evaluation when named in ``eval_codes`` or when its hash falls under
@@ -47,7 +49,7 @@ from ..process import PackedDocumentsProcessor, UnitProcessor, UnitResult, pretr
 from ..readers import json_lines
 from ..rust.records import validate_record
 from ..rust.render import diagnose, repair, transcript_text
-from ..sample_format import IGNORE_INDEX, SampleRows
+from ..sample_format import IGNORE_INDEX, SampleRows, Spans
 from .base import DataKind, DatasetTarget
 
 TASKS = ("repair", "diagnose", "transcript")
@@ -66,13 +68,15 @@ class RustOptions:
     """``task``: repair, diagnose or transcript. ``sft_layout``: rows or concat.
     ``eval_codes``: primary codes held out by name; ``eval_fraction``: share held out by
     hash (None: 0.1 without ``eval_codes``, 0 with them). ``split``: the half of the
-    split a dataset holds (set per target)."""
+    split a dataset holds (set per target). ``sft_pack``: several fine-tuning examples per
+    sample, end to end with document boundaries (default: one per sample)."""
 
     task: str = "repair"
     sft_layout: str = "rows"
     eval_codes: tuple[str, ...] = ()
     eval_fraction: float | None = None
     split: str = "train"
+    sft_pack: bool = False
 
     def __post_init__(self):
         # Canonical order and spelling, so "--eval-codes E0382,E0308" and
@@ -211,6 +215,7 @@ class SftProcessor(UnitProcessor):
     def process(self, unit: WorkUnit) -> UnitResult:
         started = time.perf_counter()
         self.records.codes = {}
+        self.packer = CopyPacker(self.config.seq_len, self.config.options.sft_pack)
         result = UnitResult(unit.index)
         rejected: list[Rejected] = []
         writer = self.new_writer(unit)
@@ -231,6 +236,7 @@ class SftProcessor(UnitProcessor):
                     self._write(batch, result, writer, rejected)
                     batch = []
             self._write(batch, result, writer, rejected)
+            self._write_rows(self.packer.drain(final=True), result, writer)
             result.files = writer.close()
         except BaseException:
             writer.abort()
@@ -241,16 +247,14 @@ class SftProcessor(UnitProcessor):
         return result
 
     def _write(self, batch: list[tuple[str, tuple[str, str]]], result: UnitResult, writer, rejected: list) -> None:
-        """Tokenize a batch of (prompt, answer) pairs, build their copies, mask and write
-        those that fit ``seq_len``."""
+        """Tokenize a batch of (prompt, answer) pairs, build their copies, place those
+        that fit ``seq_len`` into samples, and mask and write the finished samples."""
         if not batch:
             return
         seq_len = self.config.seq_len
-        task = self.config.options.task
         # Prompt and answer encoded apart, so their boundary is a token boundary.
         prompts = self.tokenizer.encode_batch([p for _, (p, _) in batch], add_special_tokens=False)
         answers = self.tokenizer.encode_batch([a for _, (_, a) in batch], add_special_tokens=False)
-        samples: list[tuple[str, SftCopy]] = []
         for (key, _), prompt, answer in zip(batch, prompts, answers):
             copies = self.rule.copies(prompt.ids, answer.ids, self.info.eos_token_id)
             longest = max(len(c.input_ids) for c in copies)
@@ -261,24 +265,74 @@ class SftProcessor(UnitProcessor):
                     "raise --seq-len to keep it")))
                 continue
             result.documents_written += 1
-            samples.extend((key, c) for c in copies)
-        if not samples:
+            for copy in copies:
+                self.packer.add(key, copy)
+        self._write_rows(self.packer.drain(), result, writer)
+
+    def _write_rows(self, rows: list[list[tuple[str, SftCopy]]], result: UnitResult, writer) -> None:
+        """Mask and write samples, each a list of (record key, copy) placed end to end."""
+        if not rows:
             return
-        inputs = np.full((len(samples), seq_len), self.info.pad_token_id, dtype=np.int32)
-        labels = np.full((len(samples), seq_len), IGNORE_INDEX, dtype=np.int32)
-        lengths = np.empty(len(samples), dtype=np.int32)
-        spans = np.empty((len(samples), 2), dtype=np.int32)
-        keys, doc_offsets, doc_keys = [], [], []
-        for i, (key, c) in enumerate(samples):
-            n = len(c.input_ids)
-            inputs[i, :n] = c.input_ids
-            labels[i, :n] = c.labels
-            lengths[i] = n
-            spans[i] = c.mask_span
-            keys.append(sample_key(f"{key}/{task}/{c.copy}", 0))
-            doc_offsets.append(list(c.doc_offsets))
-            doc_keys.append([key] * len(c.doc_offsets))
-        self.mask_and_write(writer, result, SampleRows(inputs, labels, lengths, spans, keys, doc_offsets, doc_keys))
+        seq_len, task = self.config.seq_len, self.config.options.task
+        inputs = np.full((len(rows), seq_len), self.info.pad_token_id, dtype=np.int32)
+        labels = np.full((len(rows), seq_len), IGNORE_INDEX, dtype=np.int32)
+        lengths = np.empty(len(rows), dtype=np.int32)
+        keys, doc_offsets, doc_keys, spans = [], [], [], []
+        for i, row in enumerate(rows):
+            at, offsets, owners, pairs = 0, [], [], []
+            for key, c in row:
+                n = len(c.input_ids)
+                inputs[i, at:at + n] = c.input_ids
+                labels[i, at:at + n] = c.labels
+                offsets += [at + o for o in c.doc_offsets]
+                owners += [key] * len(c.doc_offsets)
+                if c.mask_span[1] > c.mask_span[0]:
+                    pairs += [at + c.mask_span[0], at + c.mask_span[1]]
+                at += n
+            first_key, first = row[0]
+            keys.append(sample_key(f"{first_key}/{task}/{first.copy}", 0))
+            lengths[i] = at
+            doc_offsets.append(offsets)
+            doc_keys.append(owners)
+            spans.append(pairs)
+        self.mask_and_write(writer, result, SampleRows(inputs, labels, lengths, Spans.from_lists(spans), keys,
+                                                       doc_offsets, doc_keys))
+
+
+class CopyPacker:
+    """Places fine-tuning copies into samples of ``seq_len`` tokens. Unpacked: one copy
+    (one example for ``concat``) per sample. Packed (``--sft-pack``): first fit over a
+    window of ``open_rows`` samples being filled: a copy goes to the first open sample
+    with room, else to a new one (the oldest open sample is finished when the window is
+    full). A copy is never split. In input order, so samples never depend on how
+    records were batched."""
+
+    def __init__(self, seq_len: int, pack: bool, open_rows: int = 16):
+        self.seq_len, self.pack, self.open_rows = seq_len, pack, open_rows
+        self._done: list[list[tuple[str, SftCopy]]] = []
+        self._open: list[tuple[int, list[tuple[str, SftCopy]]]] = []  # (used tokens, copies)
+
+    def add(self, key: str, copy: SftCopy) -> None:
+        n = len(copy.input_ids)
+        if not self.pack:
+            self._done.append([(key, copy)])
+            return
+        for i, (used, row) in enumerate(self._open):
+            if used + n <= self.seq_len:
+                row.append((key, copy))
+                self._open[i] = (used + n, row)
+                return
+        if len(self._open) >= self.open_rows:
+            self._done.append(self._open.pop(0)[1])
+        self._open.append((n, [(key, copy)]))
+
+    def drain(self, final: bool = False) -> list[list[tuple[str, SftCopy]]]:
+        """Finished samples (all, the open ones included, when ``final``)."""
+        if final:
+            self._done += [row for _, row in self._open]
+            self._open = []
+        rows, self._done = self._done, []
+        return rows
 
 
 # ---------------------------------------------------------------------- the kind
@@ -318,12 +372,15 @@ class RustKind(DataKind):
         group.add_argument("--eval-fraction", type=float, default=None, metavar="F",
                            help="share of primary codes held out by a hash of the code (default: 0.1 without "
                            "--eval-codes, 0 with them; both together hold out the union)")
-        return ["task", "sft_layout", "eval_codes", "eval_fraction"]
+        group.add_argument("--sft-pack", action="store_true",
+                           help="pack several fine-tuning examples into each sample (document boundaries kept, "
+                           "prompts unsupervised) instead of padding every example to --seq-len")
+        return ["task", "sft_layout", "eval_codes", "eval_fraction", "sft_pack"]
 
     def options_from_args(self, args: argparse.Namespace) -> RustOptions:
         return RustOptions(task=args.task, sft_layout=args.sft_layout,
                            eval_codes=tuple(c for c in args.eval_codes.split(",") if c.strip()),
-                           eval_fraction=args.eval_fraction)
+                           eval_fraction=args.eval_fraction, sft_pack=args.sft_pack)
 
     def training_documents(self, files, config):
         """Transcript texts of every usable record (both splits: the vocabulary sees eval

@@ -18,7 +18,7 @@ import pyarrow.compute as pc
 
 from .. import storage
 from ..errors import ChecksumError, MeapDataError
-from ..sample_format import COLUMN, SAMPLE_SCHEMA
+from ..sample_format import COLUMN, SAMPLE_SCHEMA, Spans
 from .rows import Rows, hex16_words, key_words
 
 
@@ -80,10 +80,11 @@ class ArrowShard:
         self.key_offs, self.key_data = words_at[:, 9], at[:, 10]
 
     def gather(self, local: np.ndarray, slots: np.ndarray, out: Rows, want_keys: bool,
-               doc_lists: list, key_list: list | None, want_inputs: bool = True, want_words: bool = True) -> None:
+               doc_lists: list, key_list: list | None, want_inputs: bool = True, want_words: bool = True,
+               span_lists: list | None = None) -> None:
         """Copy rows ``local`` of this shard into ``out`` at rows ``slots``; key words
         (the masking streams) only when ``want_words``, key strings when ``want_keys``,
-        mask spans when ``out.mask_spans`` is an array."""
+        each row's stored mask span pairs into ``span_lists`` when given."""
         L = self.seq_len
         c = np.searchsorted(self.row0, local, side="right") - 1
         r = local - self.row0[c]
@@ -101,11 +102,11 @@ class ArrowShard:
         vals = self.doc_vals[c]
         for slot, a, b in zip(slots.tolist(), (vals + lo).tolist(), (vals + hi).tolist()):
             doc_lists[slot] = w[a:b]
-        if out.mask_spans is not None:
-            s_lo = w[self.span_offs[c] + r].astype(np.int64)
-            has = w[self.span_offs[c] + r + 1] > s_lo
-            at = np.where(has, self.span_vals[c] + s_lo, 0)
-            out.mask_spans[slots] = np.where(has[:, None], np.stack([w[at], w[at + 1]], axis=1), 0)
+        if span_lists is not None:
+            s_lo = (self.span_vals[c] + w[self.span_offs[c] + r]).tolist()
+            s_hi = (self.span_vals[c] + w[self.span_offs[c] + r + 1]).tolist()
+            for slot, a, b in zip(slots.tolist(), s_lo, s_hi):
+                span_lists[slot] = w[a:b]
         if not (want_keys or want_words):
             return
         klo = w[self.key_offs[c] + r].astype(np.int64)
@@ -169,16 +170,18 @@ class ArrowSource:
             doc_starts=None,
             doc_counts=None,
             key_words=np.empty(n, dtype=np.uint64) if want_words else None,
-            mask_spans=np.empty((n, 2), dtype=np.int32) if want_spans else None,
         )
         doc_lists: list = [None] * n
+        span_lists: list | None = [None] * n if want_spans else None
         key_list = [None] * n if want_keys else None
         shard_of = np.searchsorted(self.firsts, indices, side="right") - 1
         for s in np.unique(shard_of).tolist():
             slots = np.flatnonzero(shard_of == s)
             self.shard(s).gather(indices[slots] - self.firsts[s], slots, out, want_keys, doc_lists, key_list,
-                                 input_ids is not None, want_words)
+                                 input_ids is not None, want_words, span_lists)
         out.doc_counts = np.fromiter((len(d) for d in doc_lists), dtype=np.int64, count=n)
         out.doc_starts = np.concatenate(doc_lists) if n else np.zeros(0, dtype=np.int32)
         out.keys = key_list
+        if span_lists is not None:
+            out.mask_spans = Spans.from_lists(span_lists)
         return out

@@ -41,7 +41,7 @@ import numpy as np
 from .. import storage
 from ..errors import MeapDataError
 from ..manifest import DatasetManifest
-from ..sample_format import span_of
+from ..sample_format import Spans
 from .arrow_source import ArrowSource
 from .order import REMAINDER_POLICIES, EpochOrder, batches_per_epoch, dataset_segments
 from .rows import BufferPool, Rows, key_words
@@ -60,10 +60,11 @@ MASK_MODES = ("static", "per_epoch")
 #                                 piece of its own): flash-attn's varlen cu_seqlens
 #   max_seqlen     int            longest piece, flash-attn's max_seqlen
 #   lengths        (B,) index     real tokens per row
-#   mask_span      (B, 2) index   [start, end) the mask rule draws from; start == end: none
+#   in_mask_span   (B, L) index   1 inside a span the mask rule draws from (e.g. a fine-tuning
+#                                 sample's masked copy), 0 elsewhere
 #   keys           list of str    stable sample keys
 DEFAULT_FIELDS = ("input_ids", "labels", "position_ids")
-ALL_FIELDS = DEFAULT_FIELDS + ("doc_ids", "attention_mask", "cu_seqlens", "max_seqlen", "lengths", "mask_span",
+ALL_FIELDS = DEFAULT_FIELDS + ("doc_ids", "attention_mask", "cu_seqlens", "max_seqlen", "lengths", "in_mask_span",
                                "keys")
 # Tar shards a WebDataset loader shuffles together by default: the memory bound is this
 # many shards' samples (a worker's share of them), see README "Loading shards".
@@ -395,7 +396,7 @@ class ShardLoader:
         if indices is None:
             indices = order.indices(positions % order.total)
         return self._get_source().fetch(indices, inputs, labels, want_keys="keys" in self.fields,
-                                        want_words=remask, want_spans=remask or "mask_span" in self.fields)
+                                        want_words=remask, want_spans=remask or "in_mask_span" in self.fields)
 
     @property
     def _pool(self) -> BufferPool:
@@ -456,8 +457,8 @@ class ShardLoader:
             full["attention_mask"] = (np.arange(L)[None, :] < rows.lengths[:, None]).astype(it)
         if "lengths" in fields:
             full["lengths"] = rows.lengths.astype(it)
-        if "mask_span" in fields:
-            full["mask_span"] = rows.mask_spans.astype(it)
+        if "in_mask_span" in fields:
+            full["in_mask_span"] = rows.mask_spans.covered(L).astype(it)
         array_fields = [f for f in fields if f in full]
         want_cu = "cu_seqlens" in fields or "max_seqlen" in fields
         out = []
@@ -555,5 +556,5 @@ class _WindowReader:
             doc_counts=np.array([len(d) for d in doc_lists], dtype=np.int64),
             key_words=key_words(keys),
             keys=keys,
-            mask_spans=np.array([span_of(m["mask_span"]) for m in metas], dtype=np.int32).reshape(-1, 2),
+            mask_spans=Spans.from_lists([m["mask_span"] for m in metas]),
         )

@@ -7,6 +7,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..keys import keys_to_u64
+from ..sample_format import Spans
 
 # ASCII byte -> hex digit value, 255 for anything else.
 _HEX = np.full(256, 255, dtype=np.uint8)
@@ -40,8 +41,8 @@ class Rows:
     (n, seq_len), clean ids, -100 on padding. ``lengths``: int32 (n,), real tokens.
     ``doc_starts``: int32, every row's document-piece starts concatenated;
     ``doc_counts``: int64 (n,), pieces per row. ``key_words``: uint64 (n,) (None when not needed). ``keys``:
-    the sample keys (list of str), or None when not decoded. ``mask_spans``: int32 (n, 2),
-    or None when not read.
+    the sample keys (list of str), or None when not decoded. ``mask_spans``: the rows'
+    :class:`~meap_data.sample_format.Spans`, or None when not read.
     """
 
     input_ids: np.ndarray
@@ -51,7 +52,7 @@ class Rows:
     doc_counts: np.ndarray
     key_words: np.ndarray
     keys: list[str] | None = None
-    mask_spans: np.ndarray | None = None
+    mask_spans: "Spans | None" = None
 
     def __len__(self) -> int:
         return int(self.lengths.shape[0])

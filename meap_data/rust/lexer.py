@@ -1,6 +1,6 @@
 """A small Rust lexer: enough to find mutation sites without touching comments or strings.
 
-Tokens carry their kind and character offsets into the source. Kinds: ``ident``
+Tokens carry their tag and character offsets into the source. Tags: ``ident``
 (keywords included), ``lifetime``, ``int``, ``float``, ``str`` (all string forms: raw,
 byte, C), ``char``, ``punct``. Comments and whitespace are skipped. Multi-character
 operators that mutation sites need (``::``, ``->``, ``=>``, ``&&``, ``||``, ``..``,
@@ -33,7 +33,7 @@ _RAW_STR = re.compile(r'(?:br|cr|r)(?P<hashes>#*)"')
 
 @dataclasses.dataclass(frozen=True)
 class Token:
-    kind: str
+    tag: str  # ident, lifetime, int, float, str, char or punct
     text: str
     start: int  # character offset
     end: int
@@ -95,8 +95,8 @@ def tokenize(src: str) -> list[Token]:
             continue
         if c.isdigit():
             m = _NUMBER.match(src, i)
-            kind = "float" if (m["frac"] is not None or m["exp"] or (m["suffix"] or "").startswith("f")) else "int"
-            out.append(Token(kind, m[0], i, m.end()))
+            tag = "float" if (m["frac"] is not None or m["exp"] or (m["suffix"] or "").startswith("f")) else "int"
+            out.append(Token(tag, m[0], i, m.end()))
             i = m.end()
             continue
         for op in _PUNCT3 + _PUNCT2:

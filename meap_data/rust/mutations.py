@@ -75,7 +75,7 @@ def _in_macro_or_attr(toks: list[Token]) -> list[bool]:
     while k < len(toks):
         t = toks[k]
         opener = None
-        if t.text == "!" and k > 0 and toks[k - 1].kind == "ident" and k + 1 < len(toks) and toks[k + 1].text in "([{":
+        if t.text == "!" and k > 0 and toks[k - 1].tag == "ident" and k + 1 < len(toks) and toks[k + 1].text in "([{":
             opener = k + 1
         elif t.text == "#" and k + 1 < len(toks) and toks[k + 1].text in ("[", "!"):
             opener = k + 1 if toks[k + 1].text == "[" else (k + 2 if k + 2 < len(toks) and toks[k + 2].text == "[" else None)
@@ -100,7 +100,7 @@ def _let_bindings(toks: list[Token]) -> list[tuple[int, int, bool]]:
         mut = toks[j].text == "mut"
         if mut:
             j += 1
-        if j < len(toks) and toks[j].kind == "ident" and toks[j].text not in KEYWORDS and toks[j].text != "_":
+        if j < len(toks) and toks[j].tag == "ident" and toks[j].text not in KEYWORDS and toks[j].text != "_":
             out.append((k, j, mut))
     return out
 
@@ -129,7 +129,7 @@ def _uses_after(toks: list[Token], name: str, after: int) -> list[int]:
     out = []
     for j in range(after + 1, len(toks)):
         t = toks[j]
-        if t.kind != "ident" or t.text != name:
+        if t.tag != "ident" or t.text != name:
             continue
         before = toks[j - 1].text if j else ""
         after_t = toks[j + 1].text if j + 1 < len(toks) else ""
@@ -147,7 +147,7 @@ def wrong_literal_type(src: str, toks: list[Token]) -> list[Site]:
     inside = _in_macro_or_attr(toks)
     sites = []
     for k, t in enumerate(toks):
-        if t.kind == "int" and not inside[k] and not (k and toks[k - 1].text in (".", ";")):
+        if t.tag == "int" and not inside[k] and not (k and toks[k - 1].text in (".", ";")):
             digits = t.text.replace("_", "")
             sites.append(_site(src, [(t.start, t.end, f'"{digits}"')], t.start))
     return sites
@@ -155,7 +155,7 @@ def wrong_literal_type(src: str, toks: list[Token]) -> list[Site]:
 
 def _unary_borrows(toks: list[Token]) -> list[int]:
     return [k for k, t in enumerate(toks)
-            if t.text == "&" and k and (toks[k - 1].text in _EXPR_START or toks[k - 1].kind == "ident"
+            if t.text == "&" and k and (toks[k - 1].text in _EXPR_START or toks[k - 1].tag == "ident"
                                         and toks[k - 1].text in ("return", "in", "match", "if", "while"))]
 
 
@@ -177,7 +177,7 @@ def borrow_to_mut_borrow(src: str, toks: list[Token]) -> list[Site]:
     return [_site(src, [(toks[k].end, toks[k].end, "mut ")], toks[k].start)
             for k in _unary_borrows(toks)
             if not inside[k] and k + 1 < len(toks) and toks[k + 1].text not in ("mut", "&", "'")
-            and toks[k + 1].kind != "lifetime"]
+            and toks[k + 1].tag != "lifetime"]
 
 
 def remove_mut(src: str, toks: list[Token]) -> list[Site]:
@@ -234,7 +234,7 @@ def drop_argument(src: str, toks: list[Token]) -> list[Site]:
     inside = _in_macro_or_attr(toks)
     sites = []
     for k, t in enumerate(toks[:-1]):
-        if (t.kind != "ident" or t.text in _NOT_CALLEES or toks[k + 1].text != "(" or inside[k]
+        if (t.tag != "ident" or t.text in _NOT_CALLEES or toks[k + 1].text != "(" or inside[k]
                 or (k and toks[k - 1].text in ("fn", "struct", "enum", "impl", "trait", "|"))):
             continue
         close = matching(toks, k + 1)
@@ -280,7 +280,7 @@ def remove_literal_suffix(src: str, toks: list[Token]) -> list[Site]:
     leaving ``{integer}``/``{float}`` for inference to pin."""
     sites = []
     for t in toks:
-        if t.kind in ("int", "float") and not t.text.startswith(("0x", "0o", "0b")):
+        if t.tag in ("int", "float") and not t.text.startswith(("0x", "0o", "0b")):
             m = _SUFFIX.search(t.text)
             if m and m.start() > 0:
                 sites.append(_site(src, [(t.start + m.start(), t.end, "")], t.start))
@@ -436,7 +436,7 @@ def return_local_reference(src: str, toks: list[Token]) -> list[Site]:
         if body is None or toks[body].text != "{" or toks[ret].text in ("&", "impl", "!", "("):
             continue
         end = matching(toks, body)
-        if end is None or toks[end - 1].kind != "ident":
+        if end is None or toks[end - 1].tag != "ident":
             continue
         tail = toks[end - 1]
         locals_ = {toks[j].text for let, j, _ in _let_bindings(toks) if body < let < end}

@@ -28,7 +28,7 @@ import jsonschema
 from meap_data.errors import MeapDataError
 from meap_data.progress import Progress
 from meap_data.rust.doc_blocks import CodeBlock, api_blocks, page_blocks
-from meap_data.rust.harvest import DEFAULT_TIME_LIMIT_S, Toolchain, compile_source, find_toolchain
+from meap_data.rust.harvest import Toolchain, compile_source, find_toolchain
 from meap_data.rust.records import make_key, write_records
 
 SCHEMA_VERSION = 1

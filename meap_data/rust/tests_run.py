@@ -21,7 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from meap_data.rust import diagnostics as diag
-from meap_data.rust.harvest import Normaliser, Toolchain, _home, compiler_env, run_compiler
+from meap_data.rust.toolchain import Normaliser, Toolchain, compiler_env, home_dir as _home, run_compiler
 
 _CASE = re.compile(r"^test (?P<name>.+?) \.\.\. (?P<outcome>ok|FAILED|ignored)\b", re.M)
 _FAILURE_BLOCK = re.compile(r"^---- (?P<name>.+?) stdout ----\n(?P<body>.*?)(?=^---- |^failures:$|\Z)", re.M | re.S)
