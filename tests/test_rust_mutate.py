@@ -36,11 +36,14 @@ fn main() {
     let doubled: Vec<i32> = numbers.iter().map(|x| x * 2).collect();
     let measure = |s: &str| s.len();
     let root = 2.0_f64.sqrt();
+    let mut seen = Vec::new();
+    seen.push(7);
+    seen.push(8);
     let mut map = HashMap::new();
     map.insert(name, parsed);
     let sum = total(&mut numbers, 4);
     numbers.push(5);
-    println!("{} {} {:?} {} {:?} {} {} {}", copy, sum, doubled, make_label(3), map, numbers.len(), measure("abc"), root);
+    println!("{} {} {:?} {} {:?} {} {} {}", copy, sum, doubled, make_label(3), map, numbers.len(), measure("abc"), root + seen.len() as f64);
 }
 """
 
@@ -57,6 +60,7 @@ EXPECTED = {
     "remove_let_type": {"E0282", "E0283"},
     "remove_closure_param_types": {"E0282"},
     "remove_literal_suffix": {"E0689"},
+    "remove_filling_statements": {"E0282"},
     "remove_clone": {"E0382"},
     "use_after_move": {"E0382"},
     "borrow_across_mutation": {"E0502"},

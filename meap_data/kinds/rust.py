@@ -302,12 +302,12 @@ class SftProcessor(UnitProcessor):
 class CopyPacker:
     """Places fine-tuning copies into samples of ``seq_len`` tokens. Unpacked: one copy
     (one example for ``concat``) per sample. Packed (``--sft-pack``): first fit over a
-    window of ``open_rows`` samples being filled: a copy goes to the first open sample
+    window of ``open_rows`` (64) samples being filled: a copy goes to the first open sample
     with room, else to a new one (the oldest open sample is finished when the window is
     full). A copy is never split. In input order, so samples never depend on how
     records were batched."""
 
-    def __init__(self, seq_len: int, pack: bool, open_rows: int = 16):
+    def __init__(self, seq_len: int, pack: bool, open_rows: int = 64):
         self.seq_len, self.pack, self.open_rows = seq_len, pack, open_rows
         self._done: list[list[tuple[str, SftCopy]]] = []
         self._open: list[tuple[int, list[tuple[str, SftCopy]]]] = []  # (used tokens, copies)

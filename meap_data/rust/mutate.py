@@ -32,7 +32,7 @@ from meap_data.rust.mutations import BY_NAME, OPERATORS, Operator, sites_of
 from meap_data.rust.records import SCHEMA_VERSION, make_key, write_records
 from meap_data.rust.snippets import read_snippets
 
-DEFAULT_PER_OPERATOR = 2
+DEFAULT_PER_OPERATOR = 4
 TRIES_PER_KEPT = 3
 MUTANT_TIME_LIMIT_S = 30.0
 _E_CODE = re.compile(r"^E\d{4}$")

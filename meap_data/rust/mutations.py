@@ -7,8 +7,8 @@ those rustc rejects with an error code. Families (what a model must learn to fix
 
 - ``types``: a literal of the wrong type, a removed ``&`` or ``mut``, ``&`` made ``&mut``;
 - ``names``: an identifier near-miss, a removed ``use``, a dropped argument;
-- ``inference``: a removed turbofish, ``let`` type annotation, closure parameter type or
-  numeric literal suffix;
+- ``inference``: a removed turbofish, ``let`` type annotation, closure parameter type,
+  numeric literal suffix, or the statements that fill a new collection;
 - ``ownership``: a removed ``.clone()``, a use after a move, a shared or mutable borrow
   held across another use, a reference to a local returned, a mutation through ``&``.
 """
@@ -338,6 +338,32 @@ def remove_closure_param_types(src: str, toks: list[Token]) -> list[Site]:
     return sites
 
 
+_GENERIC_COLLECTIONS = {"Vec", "VecDeque", "HashMap", "HashSet", "BTreeMap", "BTreeSet", "BinaryHeap", "LinkedList"}
+
+
+def remove_filling_statements(src: str, toks: list[Token]) -> list[Site]:
+    """The statements that fill a new, unannotated collection deleted, so nothing tells
+    it its element type (``let mut v = Vec::new(); v.push(1); v.len()`` -> no push)."""
+    sites = []
+    for k, j, mut in _let_bindings(toks):
+        eq = j + 1
+        if (not mut or eq + 4 >= len(toks) or toks[eq].text != "=" or toks[eq + 1].text not in _GENERIC_COLLECTIONS
+                or toks[eq + 2].text != "::" or toks[eq + 3].text not in ("new", "with_capacity", "default")):
+            continue
+        end = _statement_end(toks, k)
+        if end is None:
+            continue
+        name = toks[j].text
+        edits = []
+        for first in _lines_using(src, toks, name, end, mutating=True):
+            line_start, line_end = _line_span(src, toks[first].start)
+            if toks[first].text == name and src[line_start:line_end].rstrip().endswith(";"):
+                edits.append((line_start, line_end, ""))
+        if edits and len(_uses_after(toks, name, end)) > len(edits):  # something still reads it
+            sites.append(_site(src, sorted(set(edits)), toks[k].start))
+    return sites
+
+
 # ------------------------------------------------------------------ ownership
 
 
@@ -485,6 +511,8 @@ OPERATORS: tuple[Operator, ...] = (
     Operator("remove_let_type", "inference", remove_let_type, "a let type annotation removed"),
     Operator("remove_closure_param_types", "inference", remove_closure_param_types, "closure parameter types removed"),
     Operator("remove_literal_suffix", "inference", remove_literal_suffix, "a numeric literal's type suffix removed"),
+    Operator("remove_filling_statements", "inference", remove_filling_statements,
+             "the statements filling a new collection removed"),
     Operator("remove_clone", "ownership", remove_clone, ".clone() removed"),
     Operator("use_after_move", "ownership", use_after_move, "a local moved, then used"),
     Operator("borrow_across_mutation", "ownership", borrow_across_mutation, "a shared borrow held across a mutation"),
