@@ -56,10 +56,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "(rustup component rust-docs), pair it with its page's fix, and write transcripts.",
     )
     e.add_argument("--output", required=True, metavar="FILE.jsonl", help="where to write the records")
-    e.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N examples, in page order")
-    e.add_argument("--jobs", type=int, default=2, metavar="N", help="compiles in parallel (default: 2)")
-    e.add_argument("--time-limit", type=float, default=harvest.DEFAULT_TIME_LIMIT_S, metavar="SECONDS",
-                   help=f"per compile run (default: {harvest.DEFAULT_TIME_LIMIT_S:g})")
+    _bulk_options(e, "the first N examples, in page order", "compiles", harvest.DEFAULT_TIME_LIMIT_S)
     e.set_defaults(func=cmd_error_index)
 
     sn = sub.add_parser(
@@ -69,12 +66,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "and keep the ones that type-check, one JSON line each (schemas/rust_snippet.schema.json).",
     )
     sn.add_argument("--output", required=True, metavar="FILE.jsonl", help="where to write the snippet records")
-    sn.add_argument("--jobs", type=int, default=2, metavar="N", help="type-checks in parallel (default: 2)")
     sn.add_argument("--collections", default=",".join(snippets.COLLECTIONS), metavar="NAMES",
                     help="comma list of doc collections (default: all: " + ",".join(snippets.COLLECTIONS) + ")")
-    sn.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N unique blocks")
-    sn.add_argument("--time-limit", type=float, default=snippets.SNIPPET_TIME_LIMIT_S, metavar="SECONDS",
-                    help=f"per type-check (default: {snippets.SNIPPET_TIME_LIMIT_S:g})")
+    _bulk_options(sn, "the first N unique blocks", "type-checks", snippets.SNIPPET_TIME_LIMIT_S)
     sn.set_defaults(func=cmd_snippets)
 
     mu = sub.add_parser(
@@ -93,11 +87,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="comma list of operators (default: all: " + ",".join(mutations.BY_NAME) + ")")
     mu.add_argument("--edition", choices=harvest.EDITIONS, default="2021",
                     help=".rs inputs' edition (snippets carry their own; default: 2021)")
-    mu.add_argument("--jobs", type=int, default=2, metavar="N", help="programs in parallel (default: 2)")
-    mu.add_argument("--limit", type=int, default=None, metavar="N", help="only the first N programs")
-    mu.add_argument("--time-limit", type=float, default=mutate.MUTANT_TIME_LIMIT_S, metavar="SECONDS",
-                    help=f"per compile (default: {mutate.MUTANT_TIME_LIMIT_S:g})")
+    _bulk_options(mu, "the first N programs", "programs", mutate.MUTANT_TIME_LIMIT_S)
     mu.set_defaults(func=cmd_mutate)
+
+
+def _bulk_options(parser: argparse.ArgumentParser, limit_what: str, parallel_what: str, time_limit_s: float) -> None:
+    """--limit, --jobs and --time-limit, as every bulk Rust command takes them."""
+    parser.add_argument("--limit", type=int, default=None, metavar="N", help=f"only {limit_what}")
+    parser.add_argument("--jobs", type=int, default=2, metavar="N", help=f"{parallel_what} in parallel (default: 2)")
+    parser.add_argument("--time-limit", type=float, default=time_limit_s, metavar="SECONDS",
+                        help=f"per compile run (default: {time_limit_s:g})")
 
 
 def _read_input(name: str) -> bytes:

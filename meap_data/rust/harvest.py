@@ -125,6 +125,15 @@ def has_main(source: str) -> bool:
     return re.search(r"(?m)^\s*(?:pub\s+)?(?:async\s+)?fn\s+main\s*\(", source) is not None
 
 
+def rustc_flags(source: str, rel: str, out_dir: Path, *, edition: str, crate_type: str, emit: str) -> list[str]:
+    """rustc's flags for one file: edition, ``--crate-type lib`` for a main-less source
+    under ``crate_type`` "auto" (or "lib"), what to emit, where to, and the file."""
+    flags = ["--edition", edition]
+    if crate_type == "lib" or (crate_type == "auto" and not has_main(source)):
+        flags += ["--crate-type", "lib"]
+    return flags + [f"--emit={emit}", "--out-dir", str(out_dir), rel]
+
+
 def compile_file(
     path: Path,
     base: Path,
@@ -149,10 +158,7 @@ def compile_file(
     rel = path.relative_to(base).as_posix()
     source = path.read_text(encoding="utf-8", errors="replace")
     with tempfile.TemporaryDirectory(prefix="meap-rust-") as tmp:
-        flags = ["--edition", edition]
-        if crate_type == "lib" or (crate_type == "auto" and not has_main(source)):
-            flags += ["--crate-type", "lib"]
-        flags += [f"--emit={emit}", "--out-dir", str(Path(tmp) / "out"), rel]
+        flags = rustc_flags(source, rel, Path(tmp) / "out", edition=edition, crate_type=crate_type, emit=emit)
         normaliser = Normaliser({str(base): source_placeholder, tmp: "$TMP", toolchain.sysroot: "$SYSROOT", _home(): "$HOME"})
         return compile_twice(
             [toolchain.rustc, *flags], [toolchain.rustc, "--error-format=json", *flags],
@@ -181,10 +187,7 @@ def compile_source(
         base = Path(tmp) / "src"
         base.mkdir()
         (base / "main.rs").write_text(source, encoding="utf-8")
-        flags = ["--edition", edition]
-        if crate_type == "lib" or (crate_type == "auto" and not has_main(source)):
-            flags += ["--crate-type", "lib"]
-        flags += [f"--emit={emit}", "--out-dir", str(Path(tmp) / "out"), "main.rs"]
+        flags = rustc_flags(source, "main.rs", Path(tmp) / "out", edition=edition, crate_type=crate_type, emit=emit)
         normaliser = Normaliser({str(base): "$SRC", tmp: "$TMP", toolchain.sysroot: "$SYSROOT", _home(): "$HOME"})
         display = normaliser.value(["rustc", *flags])
         display_json = normaliser.value(["rustc", "--error-format=json", *flags])
