@@ -134,6 +134,28 @@ def _cmd_tokenizer_train(args) -> int:
     return 0
 
 
+def _add_compare(sub) -> None:
+    p = sub.add_parser("compare", help="pair two eval-repair reports on the same records (McNemar, bootstrap)",
+                       description="Compare two 'meap-data rust eval-repair' outputs (e.g. a MEAP- and an NTP-"
+                       "fine-tuned model) on their common records: McNemar's exact test on per-record pass (some "
+                       "sample passed) and a bootstrap 95%% interval of the pass@1 difference A - B.")
+    p.add_argument("run_a", metavar="RUN_A", help="an eval-repair --output directory")
+    p.add_argument("run_b", metavar="RUN_B", help="another, on the same dataset")
+    p.add_argument("--seed", type=int, default=0, help="bootstrap seed (default: 0)")
+    p.set_defaults(func=_cmd_compare)
+
+
+def _cmd_compare(args) -> int:
+    from .rust.eval_repair import compare_reports
+
+    c = compare_reports(args.run_a, args.run_b, seed=args.seed)
+    d = c.difference
+    print(f"records: {c.records}; pass@1 A {c.a_pass1:.1%}, B {c.b_pass1:.1%}; A - B {d.mean:+.1%} "
+          f"(95% bootstrap interval {d.low:+.1%} .. {d.high:+.1%})")
+    print(f"McNemar (some sample passed): A only {c.test.a_only}, B only {c.test.b_only}, exact p = {c.test.p_value:.3g}")
+    return 0
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the whole path on the Python standard library's source, offline")
     p.add_argument("--output", default=None, metavar="DIR", help="where to write (default: ./demo-output)")
@@ -158,6 +180,7 @@ def build_parser() -> argparse.ArgumentParser:
         register_rust = None
     if register_rust is not None:
         register_rust(sub)
+    _add_compare(sub)
     _add_demo(sub)
     return parser
 

@@ -180,6 +180,11 @@ class DatasetManifest:
         """The rule the samples were masked with (re-draws per epoch in the loader)."""
         return rule_from_json(self.data["mask_rule"])
 
+    @cached_property
+    def tokenizer_json(self) -> str:
+        """The dataset's exact tokenizer (``DIR/tokenizer.json``) as text."""
+        return storage.read_bytes(storage.join(self.directory, self.tokenizer["file"])).decode("utf-8")
+
     def shards(self, fmt: str) -> list[dict]:
         """The shard entries of one format ({path, bytes, sha256, samples, first_sample})."""
         return self.data["shards"][fmt]

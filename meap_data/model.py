@@ -171,35 +171,50 @@ class GPT(nn.Module):
         logits = self.lm_head(self.ln_f(x))
         if labels is None:
             return logits
-        # Shift the labels, not the logits: position t predicts labels[t + 1], and the last
-        # position predicts nothing (-100). Slicing the (B, T, vocab) logits instead would
-        # copy the largest tensor of the step. Float32 for the log-sum-exp: bf16 logits
-        # lose too much precision over a large vocabulary.
-        targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX).reshape(-1).long()
-        # Sum over the count, the count at least 1: a batch with no target (a rank whose
-        # micro-batch lost every row to an objective's view) gives 0 and no gradient
-        # rather than NaN, without a host sync to check for it.
-        total = F.cross_entropy(logits.view(B * T, -1).float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
-        return total / (targets != IGNORE_INDEX).sum().clamp(min=1)
+        return next_token_loss(logits, labels)
 
     def configure_optimizer(self, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
-        """AdamW with weight decay on matrices only (not on LayerNorm gains). The fused
-        kernel exists on CPU and CUDA alike, so both take the same path."""
-        params = [p for p in self.parameters() if p.requires_grad]
-        groups = [
-            {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
-            {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
-        ]
-        return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
+        return adamw(self, lr, weight_decay, betas)
+
+    def shape(self) -> tuple[int, int]:
+        """(layers, width) for the FLOPs formula."""
+        return self.cfg.n_layer, self.cfg.n_embd
 
 
-def flops_per_token(cfg: ModelConfig, n_params: int) -> float:
+def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
+    """Mean cross-entropy (nats per target token) of ``logits`` (B, T, V) predicting
+    ``labels[:, t + 1]`` at position t (labels aligned with the inputs); -100 is skipped."""
+    # Shift the labels, not the logits: position t predicts labels[t + 1], and the last
+    # position predicts nothing (-100). Slicing the (B, T, vocab) logits instead would
+    # copy the largest tensor of the step. Float32 for the log-sum-exp: bf16 logits
+    # lose too much precision over a large vocabulary.
+    B, T = labels.shape
+    targets = F.pad(labels[:, 1:], (0, 1), value=IGNORE_INDEX).reshape(-1).long()
+    # Sum over the count, the count at least 1: a batch with no target (a rank whose
+    # micro-batch lost every row to an objective's view) gives 0 and no gradient
+    # rather than NaN, without a host sync to check for it.
+    total = F.cross_entropy(logits.reshape(B * T, -1).float(), targets, ignore_index=IGNORE_INDEX, reduction="sum")
+    return total / (targets != IGNORE_INDEX).sum().clamp(min=1)
+
+
+def adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
+    """AdamW with weight decay on matrices only (not on norm gains and biases). The fused
+    kernel exists on CPU and CUDA alike, so both take the same path."""
+    params = [p for p in model.parameters() if p.requires_grad]
+    groups = [
+        {"params": [p for p in params if p.dim() >= 2], "weight_decay": weight_decay},
+        {"params": [p for p in params if p.dim() < 2], "weight_decay": 0.0},
+    ]
+    return torch.optim.AdamW(groups, lr=lr, betas=betas, fused=True)
+
+
+def flops_per_token(n_params: int, n_layer: int, n_embd: int, seq_len: int) -> float:
     """Training FLOPs per token (forward + backward), PaLM appendix B / nanoGPT:
     ``6 * N + 12 * n_layer * n_embd * seq_len``. ``N``: parameters doing matmuls (see
     :meth:`GPT.num_params`); 6 = 2 (multiply-add) x 3 (forward + two backward matmuls).
     The second term is attention's QK^T and AV, counted for the full L x L square as
     PaLM does, although causal attention needs only half of it."""
-    return 6.0 * n_params + 12.0 * cfg.n_layer * cfg.n_embd * cfg.seq_len
+    return 6.0 * n_params + 12.0 * n_layer * n_embd * seq_len
 
 
 # Dense bf16 tensor-core peak, FLOP/s, by a substring of torch.cuda.get_device_name();

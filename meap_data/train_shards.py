@@ -69,6 +69,7 @@ from .model import GPT, ModelConfig, flops_per_token, mfu, peak_flops
 from .sample_format import IGNORE_INDEX
 
 CHECKPOINT = "ckpt.pt"
+HF_EXPORT = "hf"  # --init-from runs: the model as save_pretrained writes it
 METRICS = "metrics.jsonl"
 OBJECTIVES = ("meap", "ntp")
 
@@ -98,6 +99,12 @@ def build_parser() -> argparse.ArgumentParser:
                    help="MEAP masks: as baked into the shards, or re-drawn every epoch by the dataset's mask "
                    "rule (default: static)")
     g = p.add_argument_group("model")
+    g.add_argument("--init-from", metavar="DIR", default=None,
+                   help="fine-tune a local Hugging Face causal LM (config.json, safetensors, tokenizer.json) "
+                   "instead of training a small GPT from scratch; --data must be prepared with --tokenizer DIR. "
+                   "The model is saved with save_pretrained to OUT/hf at every checkpoint")
+    g.add_argument("--gradient-checkpointing", action="store_true",
+                   help="with --init-from: recompute activations in the backward pass (less memory, more time)")
     g.add_argument("--layers", type=int, default=12, help="transformer blocks (default: 12)")
     g.add_argument("--width", type=int, default=768, help="model width n_embd (default: 768)")
     g.add_argument("--heads", type=int, default=12, help="attention heads; must divide --width (default: 12)")
@@ -148,6 +155,8 @@ class TrainConfig:
 
     data: str
     out: str
+    init_from: str | None = None
+    gradient_checkpointing: bool = False
     objective: str = "meap"
     doc_mask: bool = False
     eval_samples: int = 256
@@ -210,6 +219,15 @@ def resolve(cfg: TrainConfig, manifest: DatasetManifest) -> TrainConfig:
     if seq_len > manifest.seq_len:
         raise MeapDataError(f"--seq-len {seq_len} is longer than the dataset's samples ({manifest.seq_len} tokens); "
                             f"use at most {manifest.seq_len} or prepare with a larger --seq-len")
+    if cfg.init_from:
+        from .hf_model import check_tokenizer
+
+        if cfg.doc_mask:
+            raise MeapDataError("--doc-mask is for the built-in model; a --init-from model attends causally over "
+                                "the whole sample (prepare without --sft-pack to keep examples apart)")
+        check_tokenizer(cfg.init_from, manifest.tokenizer_json, cfg.data)
+    elif cfg.gradient_checkpointing:
+        raise MeapDataError("--gradient-checkpointing applies to --init-from models only")
     return dataclasses.replace(cfg, seq_len=seq_len)
 
 
@@ -358,7 +376,7 @@ def set_rng_state(state: dict) -> None:
 # change on purpose; --batch-size, --grad-accum and the process count may change too
 # (the loader resumes at the next sample whatever the job shape), but then the run is
 # no longer the same as an uninterrupted one, and a note says so.
-RESUME_MUST_MATCH = ("objective", "doc_mask", "eval_samples", "layers", "width", "heads", "seq_len", "untied",
+RESUME_MUST_MATCH = ("init_from", "objective", "doc_mask", "eval_samples", "layers", "width", "heads", "seq_len", "untied",
                      "seed", "masks")
 RESUME_EXACT_ONLY_IF_SAME = ("batch_size", "grad_accum", "world")
 
@@ -473,6 +491,7 @@ class Run:
 
     cfg: TrainConfig
     rt: Runtime
+    manifest: DatasetManifest
     rule: MaskRule
     pad_id: int
     dataset_hash: str
@@ -489,36 +508,43 @@ class Run:
 
 
 def build_model(cfg: TrainConfig, manifest: DatasetManifest, rt: Runtime):
-    """(model config, the raw model on the device, its optimiser), the same init on every
-    rank (DDP also broadcasts it)."""
+    """(the raw model on the device, its optimiser): a pretrained Hugging Face model
+    (--init-from) or a new GPT, the same init on every rank (DDP also broadcasts it)."""
     torch.manual_seed(cfg.seed)
-    model_cfg = ModelConfig(vocab_size=manifest.vocab_size, seq_len=cfg.seq_len, n_layer=cfg.layers,
-                            n_embd=cfg.width, n_head=cfg.heads, dropout=cfg.dropout, tie_embeddings=not cfg.untied)
-    raw_model = GPT(model_cfg).to(rt.device)
+    if cfg.init_from:
+        from .hf_model import load_pretrained
+
+        raw_model = load_pretrained(cfg.init_from, manifest.vocab_size, cfg.gradient_checkpointing).to(rt.device)
+    else:
+        model_cfg = ModelConfig(vocab_size=manifest.vocab_size, seq_len=cfg.seq_len, n_layer=cfg.layers,
+                                n_embd=cfg.width, n_head=cfg.heads, dropout=cfg.dropout, tie_embeddings=not cfg.untied)
+        raw_model = GPT(model_cfg).to(rt.device)
     optimizer = raw_model.configure_optimizer(cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
-    return model_cfg, raw_model, optimizer
+    return raw_model, optimizer
 
 
 def setup(cfg: TrainConfig, manifest: DatasetManifest, rt: Runtime) -> Run:
     """The model, optimiser, loaders and meters of this process (the output directory
     is created; a new run's old log is cleared later, by :func:`restore`)."""
     os.makedirs(cfg.out, exist_ok=True)
-    model_cfg, raw_model, optimizer = build_model(cfg, manifest, rt)
+    raw_model, optimizer = build_model(cfg, manifest, rt)
     loader, eval_loader = open_data(cfg, manifest, rt.rank, rt.world, pin_memory=rt.device.type == "cuda")
     model = torch.compile(raw_model, backend=cfg.compile_backend) if cfg.compile else raw_model
     if rt.ddp:
         model = DDP(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
-    run = Run(cfg=cfg, rt=rt, rule=manifest.mask_rule, pad_id=manifest.pad_token_id,
+    run = Run(cfg=cfg, rt=rt, manifest=manifest, rule=manifest.mask_rule, pad_id=manifest.pad_token_id,
               dataset_hash=manifest.config_hash, raw_model=raw_model, model=model, optimizer=optimizer,
               loader=loader, eval_loader=eval_loader, eval_start=eval_loader.state_dict() if eval_loader else None,
-              flops_per_token=flops_per_token(model_cfg, raw_model.num_params()),
+              flops_per_token=flops_per_token(raw_model.num_params(), *raw_model.shape(), cfg.seq_len),
               peak=peak_flops(rt.device, cfg.peak_flops), meter=Throughput(rt.device), log=MetricsLog(None))
     if rt.master and not cfg.quiet:
         tokens_per_step = cfg.batch_size * cfg.seq_len * cfg.grad_accum * rt.world
-        print(f"model: {raw_model.num_params(non_embedding=False) / 1e6:.2f} M parameters, "
-              f"{raw_model.num_params() / 1e6:.2f} M in matmuls ({cfg.layers} layers, width {cfg.width}, "
-              f"{cfg.heads} heads, seq {cfg.seq_len}, vocab {model_cfg.vocab_size}), "
-              f"{run.flops_per_token / 1e9:.3f} GFLOP/token")
+        layers, width = raw_model.shape()
+        what = f"{cfg.init_from} ({layers} layers, width {width}" if cfg.init_from else \
+            f"GPT ({layers} layers, width {width}, {cfg.heads} heads"
+        print(f"model: {what}, seq {cfg.seq_len}, vocab {manifest.vocab_size}): "
+              f"{raw_model.num_params(non_embedding=False) / 1e6:.2f} M parameters, "
+              f"{raw_model.num_params() / 1e6:.2f} M in matmuls, {run.flops_per_token / 1e9:.3f} GFLOP/token")
         print(f"run: {cfg.objective} on {cfg.data} ({run.rule.name} data), {rt.world} x {rt.device.type} "
               f"{str(rt.dtype).replace('torch.', '')}{' compiled' if cfg.compile else ''}, up to {tokens_per_step} "
               f"positions/step, {eval_loader.samples if eval_loader else 0} held-out samples")
@@ -639,8 +665,14 @@ def checkpoint(run: Run, step: int, loader_state: dict) -> None:
     if rt.master:
         path = os.path.join(run.cfg.out, CHECKPOINT)
         save_checkpoint(path, run.raw_model, run.optimizer, step, run.cfg, run.dataset_hash, rt.world, per_rank, seen)
+        if run.cfg.init_from:
+            from .hf_model import save_pretrained
+
+            eos = run.manifest.tokenizer["eos_token"]
+            save_pretrained(run.raw_model, os.path.join(run.cfg.out, HF_EXPORT), run.manifest.tokenizer_json, eos, eos)
         if not run.cfg.quiet:
-            print(f"checkpoint: step {step} -> {path}", flush=True)
+            extra = f" and {os.path.join(run.cfg.out, HF_EXPORT)}" if run.cfg.init_from else ""
+            print(f"checkpoint: step {step} -> {path}{extra}", flush=True)
 
 
 def format_seconds(seconds: float) -> str:

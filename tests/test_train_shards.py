@@ -108,6 +108,7 @@ def test_meap_loss_falls_well_below_the_unigram_entropy(dataset, tmp_path):
     for r in train_records:
         assert r["tokens_per_s"] > 0 and 0 <= r["data_wait"] < 1
         assert r["mfu"] == pytest.approx(r["tokens_per_s"] * result["flops_per_token"] / 1e12)
+    assert result["flops_per_token"] == flops_per_token(result["params"], 2, 64, SEQ)
     assert train_records[-1]["tokens"] == 150 * 16 * SEQ
     assert train_records[-1]["lr"] == pytest.approx(train_shards.lr_at(149, args))
 
@@ -264,7 +265,7 @@ def test_124m_config_has_gpt2_small_size_and_documented_flops():
     with torch.device("meta"):
         untied = GPT(ModelConfig(vocab_size=50257, seq_len=1024, tie_embeddings=False))
     assert untied.num_params() == expected  # the same matmuls: the table is then a lookup only
-    assert flops_per_token(cfg, expected) == 6 * expected + 12 * L * d * 1024
+    assert flops_per_token(expected, L, d, 1024) == 6 * expected + 12 * L * d * 1024
 
 
 def test_peak_flops_table_and_override():

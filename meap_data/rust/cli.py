@@ -90,6 +90,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     _bulk_options(mu, "the first N programs", "programs", mutate.MUTANT_TIME_LIMIT_S)
     mu.set_defaults(func=cmd_mutate)
 
+    ev = sub.add_parser(
+        "eval-repair", help="judge a model's repairs of a repair dataset with rustc",
+        description="Prompt a Hugging Face causal LM with each record of a --kind rust repair dataset (its eval "
+                    "split) as in training, sample fixes, compile each like the record (and run its tests), and "
+                    "report compile rate, pass@1/pass@K and the code-gone rate by error family, next to the "
+                    "identity baseline. Writes OUTPUT/report.json and OUTPUT/generations.jsonl.",
+    )
+    ev.add_argument("--model", required=True, metavar="DIR", help="a save_pretrained directory (e.g. RUN/hf)")
+    ev.add_argument("--data", required=True, metavar="DATASET_DIR", help="a --kind rust repair dataset, e.g. out/eval")
+    ev.add_argument("--output", required=True, metavar="DIR", help="where report.json and generations.jsonl go")
+    ev.add_argument("--records", nargs="+", default=None, metavar="FILE",
+                    help="the transcripts the dataset was prepared from (default: the manifest's inputs)")
+    ev.add_argument("--samples", type=int, default=4, metavar="K", help="fixes sampled per record (default: 4)")
+    ev.add_argument("--max-new-tokens", type=int, default=512, metavar="N", help="per fix (default: 512)")
+    ev.add_argument("--temperature", type=float, default=0.8, help="sampling temperature, 0 greedy (default: 0.8)")
+    ev.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
+    ev.add_argument("--device", default="cpu", help="torch device for generation (default: cpu)")
+    _bulk_options(ev, "the first N records", "compiles", harvest.DEFAULT_TIME_LIMIT_S)
+    ev.set_defaults(func=cmd_eval_repair)
+
 
 def _bulk_options(parser: argparse.ArgumentParser, limit_what: str, parallel_what: str, time_limit_s: float) -> None:
     """--limit, --jobs and --time-limit, as every bulk Rust command takes them."""
@@ -197,6 +217,20 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     print(f"{summary.line()}; written to {args.output}")
     print("  by operator: " + ", ".join(f"{k} {v}" for k, v in summary.by_operator.items()))
     print("  first error codes: " + ", ".join(f"{k} {v}" for k, v in list(summary.by_code.items())[:20]))
+    return 0
+
+
+def cmd_eval_repair(args: argparse.Namespace) -> int:
+    """Generate, compile and report; the table on stdout."""
+    from meap_data.rust import eval_repair
+
+    report = eval_repair.eval_repair(
+        args.model, args.data, args.output, samples=args.samples, max_new_tokens=args.max_new_tokens,
+        temperature=args.temperature, limit=args.limit, records=args.records, jobs=args.jobs, seed=args.seed,
+        time_limit_s=args.time_limit, device=args.device, progress=_sink(args))
+    print(eval_repair.format_report(report))
+    print(f"{report['generations']} generations ({report['compiles_recorded']} compile) in {report['seconds']} s; "
+          f"written to {args.output}")
     return 0
 
 
