@@ -85,6 +85,18 @@ class PrepareShards(beam.PTransform):
         )
 
 
+def unknown_pipeline_args(beam_args: list[str]) -> list[str]:
+    """The arguments no Beam pipeline option takes (Beam itself would drop them with a
+    logged warning), parsed as Beam's ``PipelineOptions.get_all_options`` does."""
+    from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
+
+    parser = _BeamArgumentParser(allow_abbrev=False)
+    for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
+        cls._add_argparse_args(parser)
+    _, unknown = parser.parse_known_args(beam_args)
+    return unknown
+
+
 def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
     """A pipeline from Beam's own command-line options.
 

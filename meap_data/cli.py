@@ -7,6 +7,7 @@ import argparse
 import logging
 import sys
 
+from . import __version__
 from .errors import MeapDataError
 from .kinds import get_kind, kind_names
 
@@ -37,7 +38,12 @@ def _add_prepare(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="masking seed (default: 0)")
     p.add_argument("--format", default="arrow,webdataset", help="comma list of arrow,webdataset (default: both)")
     p.add_argument("--no-pack", action="store_true", help="one document per sample (long ones split, short ones padded)")
-    p.add_argument("--no-mask-special-tokens", action="store_true", help="never mask the end-of-document or mask tokens")
+    p.add_argument("--no-mask-special-tokens", action="store_true",
+                   help="never mask the end-of-document, beginning-of-document or mask tokens")
+    p.add_argument("--add-bos", action="store_true",
+                   help="start every document (every fine-tuning copy) with a beginning-of-document token")
+    p.add_argument("--bos-token", help="with --add-bos: that token (added when absent; default: detected, else "
+                   "<|startoftext|>)")
     p.add_argument("--input-bytes-per-shard", type=int, default=64 << 20,
                    help="input bytes grouped into one output shard; also the byte-range size large JSON-lines files are cut into (default: 64 MiB)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --output")
@@ -65,10 +71,14 @@ def _cmd_prepare(args, beam_args: list[str]) -> int:
         formats=tuple(f.strip() for f in args.format.split(",") if f.strip()),
         pack=not args.no_pack,
         mask_special_tokens=not args.no_mask_special_tokens,
+        add_bos=args.add_bos,
         input_bytes_per_shard=args.input_bytes_per_shard,
         options=kind.options_from_args(args),
     )
-    outcome = run_prepare(config, args.output, args.tokenizer, beam_args, args.overwrite, args.eos_token)
+    if args.bos_token and not args.add_bos:
+        raise MeapDataError("--bos-token names the token --add-bos adds; pass --add-bos too")
+    outcome = run_prepare(config, args.output, args.tokenizer, beam_args, args.overwrite, args.eos_token,
+                          bos_token=args.bos_token, progress=None if args.quiet else "stderr")
     for name, part in outcome.datasets.items():
         if len(outcome.datasets) > 1:
             print(f"== {name}: {kind.describe(part.manifest)}")
@@ -156,6 +166,16 @@ def _cmd_compare(args) -> int:
     return 0
 
 
+def _add_plot(sub) -> None:
+    p = sub.add_parser("plot", help="training curves of meap-train runs, overlaid, to a PNG",
+                       description="Draw the training and held-out losses of one or more meap-train runs "
+                       "(their metrics.jsonl) into one PNG, e.g. a MEAP and an NTP run side by side.")
+    p.add_argument("runs", nargs="+", metavar="RUN", help="meap-train --out directories")
+    p.add_argument("--output", required=True, metavar="FILE.png", help="the picture to write")
+    p.add_argument("--x", choices=("step", "tokens"), default="step", help="x axis (default: step)")
+    p.set_defaults(func=lambda a: print(f"curves written to {__import__('meap_data.plot', fromlist=['x']).plot_runs(a.runs, a.output, a.x)}") or 0)
+
+
 def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the whole path on the Python standard library's source, offline")
     p.add_argument("--output", default=None, metavar="DIR", help="where to write (default: ./demo-output)")
@@ -169,6 +189,7 @@ def build_parser() -> argparse.ArgumentParser:
         description="MEAP-masked training shards from text corpora and Rust compiler transcripts.",
     )
     parser.add_argument("-q", "--quiet", action="store_true", help="only warnings and the summary")
+    parser.add_argument("--version", action="version", version=f"meap-data {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
     _add_prepare(sub)
     _add_inspect(sub)
@@ -181,8 +202,20 @@ def build_parser() -> argparse.ArgumentParser:
     if register_rust is not None:
         register_rust(sub)
     _add_compare(sub)
+    _add_plot(sub)
     _add_demo(sub)
+    _quiet_everywhere(sub)
     return parser
+
+
+def _quiet_everywhere(sub) -> None:
+    """``-q`` after any (sub)command too; SUPPRESS keeps a ``-q`` given before it."""
+    for p in sub.choices.values():
+        p.add_argument("-q", "--quiet", action="store_true", default=argparse.SUPPRESS,
+                       help="only warnings and the summary")
+        for action in p._actions:
+            if isinstance(action, argparse._SubParsersAction):
+                _quiet_everywhere(action)
 
 
 def setup_logging(quiet: bool) -> None:
@@ -200,9 +233,19 @@ def setup_logging(quiet: bool) -> None:
 def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
-    if extra and not getattr(args, "accepts_beam_args", False):
-        parser.error(f"unrecognized arguments: {' '.join(extra)}")
     setup_logging(args.quiet)
+    if extra and getattr(args, "accepts_beam_args", False):
+        from .beam import unknown_pipeline_args
+
+        # A typo (--seqlen) must not pass silently to Beam, which would drop it.
+        extra = unknown_pipeline_args(extra)
+        what = f"a meap-data {args.command} option or an Apache Beam pipeline option"
+    else:
+        what = f"a meap-data {args.command} option"
+    if extra:
+        print(f"error: unrecognized arguments: {' '.join(extra)} (not {what}; see meap-data {args.command} --help)",
+              file=sys.stderr)
+        return 2
     try:
         if getattr(args, "accepts_beam_args", False):
             return args.func(args, extra)

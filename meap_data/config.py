@@ -20,7 +20,8 @@ class PrepareConfig:
     ``kind``: a name from :mod:`meap_data.kinds` (``text``, ``rust``); ``options``: that
     kind's own options (a frozen dataclass with ``to_json``; None means its defaults).
     ``seq_len``: tokens per sample. ``mask_ratio``: the mask rule's ratio (0 disables
-    masking); None means the kind's default. ``input_bytes_per_shard``: input bytes
+    masking); None means the kind's default. ``add_bos``: each document (each fine-tuning
+    copy) starts with the tokenizer's beginning-of-document token. ``input_bytes_per_shard``: input bytes
     grouped into one output shard (a shard holds about a quarter as many tokens for
     English text). :func:`meap_data.kinds.resolve_config` fills the defaults, so a
     manifest always records explicit values.
@@ -35,6 +36,7 @@ class PrepareConfig:
     formats: tuple[str, ...] = FORMATS
     pack: bool = True
     mask_special_tokens: bool = True
+    add_bos: bool = False
     input_bytes_per_shard: int = 64 << 20
     options: Any = None
 

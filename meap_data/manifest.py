@@ -115,6 +115,15 @@ def read_manifest(directory: str) -> dict:
     if not storage.exists(directory):
         raise MeapDataError(f"dataset directory {directory!r} does not exist")
     if not storage.exists(path):
+        parent = storage.join(directory, "..")
+        base = directory.rstrip("/").rsplit("/", 1)[-1]
+        if base in ("arrow", "webdataset") and storage.exists(storage.join(parent, MANIFEST)):
+            raise MeapDataError(f"{directory!r} is the {base} folder of a dataset; pass the dataset directory "
+                                f"above it, {directory.rstrip('/')[: -len(base) - 1] or '.'!r}")
+        splits = [n for n in ("train", "eval") if storage.exists(storage.join(directory, n, MANIFEST))]
+        if splits:
+            raise MeapDataError(f"{directory!r} holds the {' and '.join(splits)} datasets of a --kind rust run; "
+                                f"pass one of them, e.g. {storage.join(directory, splits[0])!r}")
         raise DatasetIncompleteError(
             f"{directory!r} has no manifest.json: the dataset is incomplete or still being "
             "written (manifest.json is written last); rerun 'meap-data prepare' with --overwrite"

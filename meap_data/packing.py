@@ -32,7 +32,7 @@ class Packer:
     end of the stream to pad and release the last partial row.
     """
 
-    def __init__(self, seq_len: int, eos_id: int, pad_id: int, pack: bool = True):
+    def __init__(self, seq_len: int, eos_id: int, pad_id: int, pack: bool = True, bos_id: int | None = None):
         if seq_len < 2:
             raise ValueError(f"seq_len must be at least 2, got {seq_len}")
         self.seq_len = seq_len
@@ -40,12 +40,13 @@ class Packer:
         self.pad_id = pad_id
         self.pack = pack
         self._eos = np.array([eos_id], dtype=np.int32)
+        self._bos = np.array([] if bos_id is None else [bos_id], dtype=np.int32)
         self._current: _Row | None = None
         self._done: list[_Row] = []
 
     def add(self, doc_key: str, ids: np.ndarray) -> None:
-        """Append one document's token ids (the eos id is added here)."""
-        tokens = np.concatenate([np.asarray(ids, dtype=np.int32), self._eos])
+        """Append one document's token ids (the eos id, and the bos id when given, are added here)."""
+        tokens = np.concatenate([self._bos, np.asarray(ids, dtype=np.int32), self._eos])
         if not self.pack and self._current is not None:
             self._close()
         pos = 0

@@ -11,6 +11,7 @@ import logging
 import os
 import platform
 import sys
+import threading
 import time
 from dataclasses import dataclass, field
 
@@ -18,8 +19,10 @@ from . import storage
 from .config import PrepareConfig
 from .errors import MeapDataError
 from .inputs import expand_inputs, plan_units
+from .hf_files import CARD, SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG, dataset_card, parent_card, tokenizer_files
 from .kinds import DatasetTarget, get_kind, resolve_config
 from .manifest import MANIFEST, RUN_INFO, DatasetManifest, dumps
+from .progress import Progress
 from .tokenizer import (
     TokenizerInfo,
     iter_training_texts,
@@ -55,7 +58,8 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
     """Refuse to mix datasets: an existing dataset (or a crashed run's leftovers) is
     replaced only with ``overwrite``, and then its manifest goes first, so no reader
     ever sees old and new shards as one complete dataset."""
-    present = [n for n in storage.listdir(output_dir) if n in DATA_DIRS + (MANIFEST, "tokenizer.json", RUN_INFO)]
+    files = (MANIFEST, "tokenizer.json", RUN_INFO, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP)
+    present = [n for n in storage.listdir(output_dir) if n in DATA_DIRS + files]
     if present and not overwrite:
         what = "a dataset" if MANIFEST in present else "files of an incomplete run"
         raise MeapDataError(
@@ -64,13 +68,13 @@ def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
         )
     if present:
         storage.remove(storage.join(output_dir, MANIFEST))
-        for name in DATA_DIRS + ("tokenizer.json", RUN_INFO):
+        for name in DATA_DIRS + files[1:] + (CARD,):
             storage.remove_tree(storage.join(output_dir, name))
     storage.makedirs(output_dir)
 
 
 def resolve_tokenizer(spec: str | None, files, config: PrepareConfig, eos_token: str | None = None,
-                      vocab_size: int = DEFAULT_TRAIN_VOCAB) -> TokenizerInfo:
+                      vocab_size: int = DEFAULT_TRAIN_VOCAB, bos_token: str | None = None) -> TokenizerInfo:
     """The tokenizer named by ``spec``, or (when None) a byte-level BPE trained on the
     first ``DEFAULT_TRAIN_CHARS`` characters of the kind's training texts."""
     if spec:
@@ -79,7 +83,43 @@ def resolve_tokenizer(spec: str | None, files, config: PrepareConfig, eos_token:
         log.info("no --tokenizer given: training a %d-token byte-level BPE on the inputs", vocab_size)
         docs = get_kind(config.kind).training_documents(files, config)
         tok = train_bpe(iter_training_texts(docs, DEFAULT_TRAIN_CHARS), vocab_size)
-    return prepare_tokenizer(tok, eos_token=eos_token)
+    return prepare_tokenizer(tok, eos_token=eos_token, add_bos=config.add_bos, bos_token=bos_token)
+
+
+class ShardWatcher:
+    """Progress of a running pipeline, whatever the runner: a thread counts the finished
+    shard files (they appear atomically, one per work unit) in every target's first
+    format folder and feeds a :class:`~meap_data.progress.Progress`."""
+
+    def __init__(self, targets: list[DatasetTarget], units: int, fmt: str, sink):
+        self.dirs = [storage.join(t.directory, fmt) for t in targets]
+        self.suffix = ".arrow" if fmt == "arrow" else ".tar"
+        self.bar = Progress(units * len(targets), "prepare: shards", sink=sink)
+        self.every_s = 10.0 if storage.is_remote(self.dirs[0]) else 1.0
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, name="meap-data-progress", daemon=True)
+
+    def _count(self) -> int:
+        return sum(sum(n.endswith(self.suffix) for n in storage.listdir(d)) for d in self.dirs)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            done = self._count()
+            if done > self.bar.done:
+                self.bar.update(done - self.bar.done)
+
+    def __enter__(self) -> "ShardWatcher":
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc) -> None:
+        self._stop.set()
+        self._thread.join()
+        if exc[0] is None:
+            done = self._count()
+            if done > self.bar.done:
+                self.bar.update(done - self.bar.done)
+            self.bar.close()
 
 
 def run_prepare(
@@ -89,8 +129,11 @@ def run_prepare(
     beam_args: list[str] | None = None,
     overwrite: bool = False,
     eos_token: str | None = None,
+    bos_token: str | None = None,
+    progress="stderr",
 ) -> PrepareOutcome:
-    """Run the whole prepare job; returns the manifests and run facts (timings, host)."""
+    """Run the whole prepare job; returns the manifests and run facts (timings, host).
+    ``progress``: where shard progress goes (a tqdm bar on a terminal; None: nowhere)."""
     from .beam import PrepareShards, make_pipeline
 
     config = resolve_config(config)
@@ -101,9 +144,11 @@ def run_prepare(
     targets: list[DatasetTarget] = get_kind(config.kind).targets(config, output_dir)
     for target in targets:
         prepare_output_dir(target.directory, overwrite)
-    info = resolve_tokenizer(tokenizer, files, config, eos_token)
+    info = resolve_tokenizer(tokenizer, files, config, eos_token, bos_token=bos_token)
     for target in targets:
         storage.write_bytes_atomic(storage.join(target.directory, "tokenizer.json"), info.json.encode("utf-8"))
+        for name, data in tokenizer_files(info, config.seq_len).items():
+            storage.write_bytes_atomic(storage.join(target.directory, name), data)
     log.info(
         "%d input files (%.1f MB) planned as %d shards; writing %s to %s",
         len(files), input_bytes / 1e6, len(units), ",".join(config.formats),
@@ -114,7 +159,8 @@ def run_prepare(
         label = f"Prepare{target.name.title()}"
         _ = pipeline | label >> PrepareShards(target.config, info, target.directory, units)
     pipeline_started = time.perf_counter()
-    pipeline.run().wait_until_finish()
+    with ShardWatcher(targets, len(units), config.formats[0], progress):
+        pipeline.run().wait_until_finish()
     finished = time.perf_counter()
     outcomes = {}
     for target in targets:
@@ -135,7 +181,10 @@ def run_prepare(
             "cpu_count": os.cpu_count(),
         }
         storage.write_bytes_atomic(storage.join(directory, RUN_INFO), dumps(run_info))
+        storage.write_bytes_atomic(storage.join(directory, CARD), dataset_card(manifest.data, target.name or "train"))
         outcomes[target.name] = PrepareOutcome(manifest.data, run_info, directory)
+    if len(targets) > 1:
+        storage.write_bytes_atomic(storage.join(output_dir, CARD), parent_card({n: o.manifest for n, o in outcomes.items()}))
     first = outcomes[targets[0].name]
     return PrepareOutcome(first.manifest, first.run_info, first.directory, datasets=outcomes)
 

@@ -161,7 +161,8 @@ class UnitProcessor:
 def pretrain_rule(config: PrepareConfig, tokenizer: TokenizerInfo) -> PretrainRule:
     """The rule of packed pre-training samples; ``--no-mask-special-tokens`` keeps the
     end-of-document and mask tokens unmasked."""
-    exclude = () if config.mask_special_tokens else (tokenizer.eos_token_id, tokenizer.mask_token_id)
+    specials = (tokenizer.eos_token_id, tokenizer.mask_token_id, tokenizer.bos_token_id)
+    exclude = () if config.mask_special_tokens else tuple(i for i in specials if i is not None)
     return PretrainRule(ratio=config.mask_ratio, exclude_ids=exclude)
 
 
@@ -211,7 +212,8 @@ class PackedDocumentsProcessor(UnitProcessor):
         started = time.perf_counter()
         result = UnitResult(unit.index)
         rejected: list[Rejected] = []
-        packer = Packer(self.config.seq_len, self.info.eos_token_id, self.info.pad_token_id, self.config.pack)
+        packer = Packer(self.config.seq_len, self.info.eos_token_id, self.info.pad_token_id, self.config.pack,
+                        self.info.bos_token_id if self.config.add_bos else None)
         writer = self.new_writer(unit)
         try:
             for docs, token_ids, batch_rejected in prefetch(self._encoded_batches(unit), depth=2):

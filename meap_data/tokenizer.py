@@ -9,6 +9,7 @@ tokenizer has none, and records their ids.
 from __future__ import annotations
 
 import hashlib
+import logging
 import os
 from dataclasses import dataclass
 from typing import Iterable, Iterator
@@ -19,8 +20,14 @@ from .errors import MeapDataError
 
 MASK_TOKEN = "[MASK]"
 DEFAULT_EOS_TOKEN = "<|endoftext|>"
+DEFAULT_BOS_TOKEN = "<|startoftext|>"
 # Names tokenizers commonly give their end-of-document token, most specific first.
-EOS_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eos|>", "[EOS]", "<|im_end|>")
+EOS_CANDIDATES = ("<|endoftext|>", "<|end_of_text|>", "</s>", "<eos>", "<|eos|>", "[EOS]", "<EOT>", "<|eot_id|>",
+                  "<|end|>", "<end_of_turn>", "<|im_end|>")
+# ... and their beginning-of-document token (only used with --add-bos).
+BOS_CANDIDATES = ("<|startoftext|>", "<|begin_of_text|>", "<s>", "<bos>", "[BOS]", "<BOS>", "<|bos|>")
+
+log = logging.getLogger("meap_data")
 
 
 @dataclass(frozen=True)
@@ -35,6 +42,14 @@ class TokenizerInfo:
     eos_token: str
     eos_token_id: int
     pad_token_id: int
+    bos_token: str | None = None  # set only when documents get a BOS (--add-bos)
+    bos_token_id: int | None = None
+    added_tokens: tuple[str, ...] = ()  # what prepare added to the given tokenizer
+
+    @property
+    def pad_token(self) -> str:
+        """Padding reuses the eos token (never a target: labels are -100 there)."""
+        return self.eos_token
 
     def build(self) -> Tokenizer:
         return Tokenizer.from_str(self.json)
@@ -49,6 +64,8 @@ class TokenizerInfo:
             "eos_token": self.eos_token,
             "eos_token_id": self.eos_token_id,
             "pad_token_id": self.pad_token_id,
+            **({"bos_token": self.bos_token, "bos_token_id": self.bos_token_id} if self.bos_token else {}),
+            "added_tokens": list(self.added_tokens),
         }
 
 
@@ -78,21 +95,28 @@ def _special_tokens(tok: Tokenizer) -> dict[str, int]:
     return {t.content: i for i, t in tok.get_added_tokens_decoder().items() if t.special}
 
 
-def prepare_tokenizer(tok: Tokenizer, eos_token: str | None = None, mask_token: str = MASK_TOKEN) -> TokenizerInfo:
-    """Ensure ``mask_token`` and an end-of-document token exist; return their ids.
+def prepare_tokenizer(tok: Tokenizer, eos_token: str | None = None, mask_token: str = MASK_TOKEN,
+                      add_bos: bool = False, bos_token: str | None = None) -> TokenizerInfo:
+    """Ensure ``mask_token``, an end-of-document token (and with ``add_bos`` a
+    beginning-of-document one) exist; return their ids. Logs what was added.
 
     ``eos_token``: use this token as end of document (added when absent); by default the
     first special token named like one (see :data:`EOS_CANDIDATES`), else ``<|endoftext|>``.
+    ``bos_token``: likewise, from :data:`BOS_CANDIDATES`, else ``<|startoftext|>``.
     """
     specials = _special_tokens(tok)
     if eos_token is None:
         eos_token = next((c for c in EOS_CANDIDATES if c in specials), DEFAULT_EOS_TOKEN)
-    to_add = [t for t in (eos_token, mask_token) if tok.token_to_id(t) is None or t not in specials]
+    if add_bos and bos_token is None:
+        bos_token = next((c for c in BOS_CANDIDATES if c in specials), DEFAULT_BOS_TOKEN)
+    wanted = [eos_token, mask_token] + ([bos_token] if add_bos else [])
+    to_add = [t for t in wanted if tok.token_to_id(t) is None or t not in specials]
+    before = tok.get_vocab_size(with_added_tokens=True)
     if to_add:
         tok.add_special_tokens(to_add)
     text = tok.to_str()
     eos_id = tok.token_to_id(eos_token)
-    return TokenizerInfo(
+    info = TokenizerInfo(
         json=text,
         sha256=hashlib.sha256(text.encode("utf-8")).hexdigest(),
         vocab_size=tok.get_vocab_size(with_added_tokens=True),
@@ -100,9 +124,15 @@ def prepare_tokenizer(tok: Tokenizer, eos_token: str | None = None, mask_token: 
         mask_token_id=tok.token_to_id(mask_token),
         eos_token=eos_token,
         eos_token_id=eos_id,
-        # Padding is never a target (labels -100); reusing eos keeps the vocabulary as is.
         pad_token_id=eos_id,
+        bos_token=bos_token if add_bos else None,
+        bos_token_id=tok.token_to_id(bos_token) if add_bos else None,
+        added_tokens=tuple(to_add),
     )
+    if to_add:
+        log.info("tokenizer: added %s; vocabulary %d -> %d tokens", ", ".join(
+            f"{t} (id {tok.token_to_id(t)})" for t in to_add), before, info.vocab_size)
+    return info
 
 
 def train_bpe(texts: Iterable[str], vocab_size: int, min_frequency: int = 2) -> Tokenizer:

@@ -97,6 +97,6 @@ def test_harvest_and_error_index_leaves(toolchain, tmp_path, capsys):
     captured = capsys.readouterr()
     assert len(out.read_text().splitlines()) == 3
     assert captured.out.startswith("error-index: 3 examples, expected code produced for ")
-    assert "error-index: 3/3 examples compiled" in captured.err
+    assert "error-index: compiling: 3/3 (" in captured.err and "eta " in captured.err
     with pytest.raises(MeapDataError, match="--limit"):
         run(["rust", "error-index", "--output", str(out), "--limit", "0"])

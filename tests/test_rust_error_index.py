@@ -85,8 +85,7 @@ def toolchain(rust_docs_toolchain) -> H.Toolchain:
 def sample(toolchain, tmp_path_factory):
     out = tmp_path_factory.mktemp("error-index") / "sample.jsonl"
     messages: list[str] = []
-    summary = EI.build_corpus(out, limit=SAMPLE, jobs=2, toolchain=toolchain, progress=messages.append,
-                              progress_every=10)
+    summary = EI.build_corpus(out, limit=SAMPLE, jobs=2, toolchain=toolchain, progress=messages.append)
     records = [json.loads(line) for line in out.read_text(encoding="utf-8").splitlines()]
     return summary, records, messages
 
@@ -100,7 +99,8 @@ def test_sample_produces_expected_codes(sample):
         if r["expected_code"] and r["expected_code"] not in r["produced_codes"]
     ]
     assert summary.fixes_compiled >= 0.9 * summary.fixes
-    assert messages[-1].startswith(f"error-index: {SAMPLE}/{SAMPLE} examples compiled")
+    assert messages[-1].startswith(f"error-index: compiling: {SAMPLE}/{SAMPLE} (")
+    assert messages[-1].endswith(f"{summary.matched}/{summary.with_expected} produced their expected code")
     assert summary.line().startswith(
         f"error-index: {SAMPLE} examples, expected code produced for {summary.matched}/{summary.with_expected} ("
     )

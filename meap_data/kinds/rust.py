@@ -255,8 +255,9 @@ class SftProcessor(UnitProcessor):
         # Prompt and answer encoded apart, so their boundary is a token boundary.
         prompts = self.tokenizer.encode_batch([p for _, (p, _) in batch], add_special_tokens=False)
         answers = self.tokenizer.encode_batch([a for _, (_, a) in batch], add_special_tokens=False)
+        bos = [self.info.bos_token_id] if self.config.add_bos else []
         for (key, _), prompt, answer in zip(batch, prompts, answers):
-            copies = self.rule.copies(prompt.ids, answer.ids, self.info.eos_token_id)
+            copies = self.rule.copies(bos + prompt.ids, answer.ids, self.info.eos_token_id)
             longest = max(len(c.input_ids) for c in copies)
             if longest > seq_len:
                 rejected.append(Rejected(key, "too_long", (

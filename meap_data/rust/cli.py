@@ -175,7 +175,7 @@ def cmd_harvest(args: argparse.Namespace) -> int:
         raise MeapDataError(f"--jobs must be at least 1, got {args.jobs}")
     summary = harvest.harvest(
         args.sources, args.output, jobs=args.jobs, time_limit_s=args.time_limit, edition=args.edition,
-        progress=None if getattr(args, "quiet", False) else _progress, tests=args.tests,
+        progress=_sink(args), tests=args.tests,
     )
     print(f"harvest: {summary.records} records ({summary.failed} did not compile, {summary.timed_out} timed out) "
           f"written to {args.output} in {summary.seconds:.1f} s")
@@ -188,7 +188,7 @@ def cmd_error_index(args: argparse.Namespace) -> int:
         raise MeapDataError(f"--jobs must be at least 1, got {args.jobs}")
     summary = error_index.build_corpus(
         args.output, limit=args.limit, jobs=args.jobs, time_limit_s=args.time_limit,
-        progress=None if getattr(args, "quiet", False) else _progress,
+        progress=_sink(args),
     )
     print(f"{summary.line()}; written to {args.output}")
     return 0
@@ -234,6 +234,3 @@ def cmd_eval_repair(args: argparse.Namespace) -> int:
     return 0
 
 
-def _progress(message: str) -> None:
-    # Plain stderr, so progress shows however the CLI was entered; the global -q silences it.
-    print(message, file=sys.stderr, flush=True)

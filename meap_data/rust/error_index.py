@@ -21,6 +21,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterator
 
 from meap_data.errors import MeapDataError
+from meap_data.progress import Progress
 from meap_data.rust.doc_blocks import CodeBlock, page_blocks
 from meap_data.rust.harvest import (
     DEFAULT_TIME_LIMIT_S, Toolchain, compile_file, compiler_env, find_toolchain, run_compiler,
@@ -251,8 +252,7 @@ def build_corpus(
     jobs: int = 2,
     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     toolchain: Toolchain | None = None,
-    progress: Callable[[str], None] | None = None,
-    progress_every: int = 50,
+    progress: Callable[[str], None] | None | str = None,
 ) -> CorpusSummary:
     """Compile the first ``limit`` examples (all when None), ``jobs`` at a time, into ``output``.
 
@@ -268,20 +268,21 @@ def build_corpus(
     def one(example: Example) -> dict[str, Any]:
         return example_record(example, toolchain, time_limit_s=time_limit_s)
 
+    bar = Progress(len(examples), "error-index: compiling", sink=progress)
+
     def ordered() -> Iterator[dict[str, Any]]:
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            for i, record in enumerate(pool.map(one, examples), start=1):
+            for record in pool.map(one, examples):
                 if record["expected_code"]:
                     n["expected"] += 1
                     n["matched"] += record["expected_code"] in record["produced_codes"]
                 n["fixes"] += record["fixed_source"] is not None
                 n["fixed"] += bool(record["fix_compiles"])
                 n["timed_out"] += record["timed_out"]
-                if progress and (i % progress_every == 0 or i == len(examples)):
-                    progress(f"error-index: {i}/{len(examples)} examples compiled, "
-                             f"{n['matched']}/{n['expected']} produced their expected code")
+                bar.update(1, f"{n['matched']}/{n['expected']} produced their expected code")
                 yield record
 
     count = write_records(output, ordered())
+    bar.close(f"{n['matched']}/{n['expected']} produced their expected code")
     return CorpusSummary(count, n["expected"], n["matched"], n["fixes"], n["fixed"], n["timed_out"],
                          time.monotonic() - start)

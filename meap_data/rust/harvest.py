@@ -26,6 +26,7 @@ from pathlib import Path
 from typing import Any, Callable, Iterable, Iterator, Sequence
 
 from meap_data.errors import MeapDataError
+from meap_data.progress import Progress
 from meap_data.rust import diagnostics as diag
 from meap_data.rust.records import SCHEMA_VERSION, make_key, write_records
 from meap_data.rust.tests_run import crate_tests, file_tests
@@ -436,7 +437,7 @@ def harvest(
     time_limit_s: float = DEFAULT_TIME_LIMIT_S,
     edition: str = "2021",
     toolchain: Toolchain | None = None,
-    progress: Callable[[str], None] | None = None,
+    progress: Callable[[str], None] | None | str = None,
     tests: bool = False,
 ) -> HarvestSummary:
     """Compile every source (``jobs`` at a time) and write records sorted by source path.
@@ -458,17 +459,19 @@ def harvest(
     def one(unit: SourceUnit) -> dict[str, Any]:
         return transcript(unit, toolchain, edition=edition, time_limit_s=time_limit_s, tests=tests)
 
+    bar = Progress(len(units), "harvest: compiling", sink=progress)
+
     def ordered() -> Iterator[dict[str, Any]]:
         # map() yields in submission order whatever the completion order.
         with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-            for i, record in enumerate(pool.map(one, units), start=1):
+            for record in pool.map(one, units):
                 counts["timed_out"] += record["timed_out"]
                 counts["failed"] += bool(record["exit_code"])
-                if progress:
-                    tested = f", tests {record['tests']['status']}" if "tests" in record else ""
-                    progress(f"[{i}/{len(units)}] {record['source_path']}: "
-                             + ("timed out" if record["timed_out"] else f"exit {record['exit_code']}") + tested)
+                tested = f", tests {record['tests']['status']}" if "tests" in record else ""
+                bar.update(1, f"{record['source_path']}: "
+                           + ("timed out" if record["timed_out"] else f"exit {record['exit_code']}") + tested)
                 yield record
 
     n = write_records(output, ordered())
+    bar.close(f"{counts['failed']} did not compile")
     return HarvestSummary(n, counts["failed"], counts["timed_out"], time.monotonic() - start)
