@@ -43,25 +43,37 @@ class Packer:
         self._bos = np.array([] if bos_id is None else [bos_id], dtype=np.int32)
         self._current: _Row | None = None
         self._done: list[_Row] = []
+        self._continuing = 0  # tokens of the open document so far (pieces of one document)
 
-    def add(self, doc_key: str, ids: np.ndarray) -> None:
-        """Append one document's token ids (the eos id, and the bos id when given, are added here)."""
-        tokens = np.concatenate([self._bos, np.asarray(ids, dtype=np.int32), self._eos])
-        if not self.pack and self._current is not None:
+    def add(self, doc_key: str, ids: np.ndarray, origin: str | None = None, last: bool = True) -> None:
+        """Append one document's token ids (the eos id, and the bos id when given, are
+        added here). ``origin``: what sample keys are hashed from (default the key; a
+        document's input position keeps keys unique when ids repeat). A document given in
+        pieces: every piece but the final one with ``last=False``; no boundary between them."""
+        first = self._continuing == 0
+        parts = [self._bos] if first else []
+        parts.append(np.asarray(ids, dtype=np.int32))
+        if last:
+            parts.append(self._eos)
+        tokens = np.concatenate(parts)
+        if first and not self.pack and self._current is not None:
             self._close()
+        identity = origin or doc_key
         pos = 0
         while pos < len(tokens):
             if self._current is None:
-                self._current = _Row(sample_key(doc_key, pos))
+                self._current = _Row(sample_key(identity, self._continuing + pos))
             row = self._current
             take = min(self.seq_len - row.filled, len(tokens) - pos)
-            row.offsets.append(row.filled)
-            row.doc_keys.append(doc_key)
+            if not row.doc_keys or (first and pos == 0):  # a document piece starts in this row
+                row.offsets.append(row.filled)
+                row.doc_keys.append(doc_key)
             row.tokens.append(tokens[pos : pos + take])
             row.filled += take
             pos += take
             if row.filled == self.seq_len:
                 self._close()
+        self._continuing = 0 if last else self._continuing + len(tokens)
 
     def _close(self) -> None:
         if self._current is not None:

@@ -17,6 +17,7 @@ import logging
 import queue
 import threading
 import time
+from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Iterator
 
@@ -30,7 +31,7 @@ from .masking import MaskRule, PretrainRule
 from .packing import Packer
 from .sample_format import SampleRows
 from .shards import ShardWriter
-from .tokenizer import TokenizerInfo
+from .tokenizer import TokenizerInfo, split_for_encoding
 
 log = logging.getLogger("meap_data")
 
@@ -38,6 +39,9 @@ MASK_BATCH_ROWS = 512
 # Characters of documents tokenized per call: large enough for the tokenizer's threads,
 # small enough to overlap with packing and writing. Never changes the output bytes.
 TOKENIZE_BATCH_CHARS = 1 << 20
+# A document longer than this is tokenized in pieces of at most this many characters.
+MAX_ENCODE_CHARS = 1 << 20
+MAX_PENDING_REJECTED = 10_000
 
 
 @dataclass
@@ -107,6 +111,41 @@ def rejected_name(index: int) -> str:
     return f"rejected/rejected-{index:05d}.jsonl"
 
 
+class DeadLetters:
+    """A unit's rejected inputs, streamed to ``rejected/rejected-NNNNN.jsonl`` as they
+    come (the file appears atomically at :meth:`close`; memory holds only the counts)."""
+
+    def __init__(self, output_dir: str, index: int):
+        self.rel = rejected_name(index)
+        self.path = storage.join(output_dir, self.rel)
+        self.counts: dict[str, int] = {}
+        self.records = 0
+        self._stack = ExitStack()
+        self._writer = None
+
+    def add(self, rejected: Rejected) -> None:
+        if self._writer is None:
+            self._writer = self._stack.enter_context(storage.atomic_writer(self.path))
+        line = json.dumps(rejected.to_json(), sort_keys=True, ensure_ascii=False) + "\n"
+        self._writer.write(line.encode("utf-8"))
+        self.counts[rejected.reason] = self.counts.get(rejected.reason, 0) + 1
+        self.records += 1
+
+    def close(self, result: "UnitResult") -> None:
+        """Commit the file and put the counts and its entry into ``result``."""
+        self._stack.close()
+        if self._writer is not None:
+            result.rejected_file = {"path": self.rel, "bytes": self._writer.bytes_written,
+                                    "sha256": self._writer.sha256(), "records": self.records}
+        result.rejected = dict(sorted(self.counts.items()))
+
+    def abort(self) -> None:
+        try:
+            self._stack.__exit__(RuntimeError, RuntimeError("aborted"), None)
+        except RuntimeError:
+            pass
+
+
 class UnitProcessor:
     """Processes units into shards for one dataset: ``process(unit) -> UnitResult``."""
 
@@ -118,6 +157,9 @@ class UnitProcessor:
         self.total_units = total_units
         self.rule = rule
         self.tokenizer = tokenizer.build()
+        # "[MASK]" or "<|endoftext|>" written inside a document is text, not the special
+        # token: otherwise a raw document could put the mask id among the clean labels.
+        self.tokenizer.encode_special_tokens = True
 
     def process(self, unit: WorkUnit) -> UnitResult:
         raise NotImplementedError
@@ -137,18 +179,6 @@ class UnitProcessor:
         result.tokens += n_tokens
         result.padding_tokens += rows.labels.size - n_tokens
         result.masked_tokens += masked.count
-
-    def write_rejected(self, result: UnitResult, rejected: list[Rejected]) -> None:
-        """Count ``rejected`` by reason into ``result`` and write the unit's dead letters."""
-        for r in rejected:
-            result.rejected[r.reason] = result.rejected.get(r.reason, 0) + 1
-        if rejected:
-            rel = rejected_name(result.index)
-            body = "".join(json.dumps(r.to_json(), sort_keys=True, ensure_ascii=False) + "\n" for r in rejected)
-            data = body.encode("utf-8")
-            sha = storage.write_bytes_atomic(storage.join(self.output_dir, rel), data)
-            result.rejected_file = {"path": rel, "bytes": len(data), "sha256": sha, "records": len(rejected)}
-        result.rejected = dict(sorted(result.rejected.items()))
 
     def log_done(self, result: UnitResult, rejected: int, started: float, what: str = "documents") -> None:
         log.info(
@@ -178,21 +208,22 @@ class PackedDocumentsProcessor(UnitProcessor):
         self.tokenize_batch_chars = tokenize_batch_chars
 
     def _encoded_batches(self, unit: WorkUnit):
-        """(documents, encodings, rejected) per batch of about ``tokenize_batch_chars``
-        characters, in input order."""
-        batch: list[Document] = []
-        rejected: list[Rejected] = []
-        chars = 0
+        """(items, token ids per document) per batch of about ``tokenize_batch_chars``
+        characters, in input order; items are the documents and rejections, interleaved
+        as read. A batch also closes after ``MAX_PENDING_REJECTED`` rejections, so a long
+        run of bad lines is never held in memory."""
+        batch: list[Document | Rejected] = []
+        chars = rejected = 0
         for item in self.documents(unit):
-            if isinstance(item, Rejected):
-                rejected.append(item)
-                continue
             batch.append(item)
-            chars += len(item.text)
-            if chars >= self.tokenize_batch_chars:
-                yield batch, self._encode(batch), rejected
-                batch, rejected, chars = [], [], 0
-        yield batch, self._encode(batch), rejected
+            if isinstance(item, Rejected):
+                rejected += 1
+            else:
+                chars += len(item.text)
+            if chars >= self.tokenize_batch_chars or rejected >= MAX_PENDING_REJECTED:
+                yield batch, self._encode([d for d in batch if isinstance(d, Document)])
+                batch, chars, rejected = [], 0, 0
+        yield batch, self._encode([d for d in batch if isinstance(d, Document)])
 
     def _encode(self, docs: list[Document]) -> list[np.ndarray]:
         if not docs:
@@ -200,8 +231,19 @@ class PackedDocumentsProcessor(UnitProcessor):
         # encode_batch_fast skips character offsets (unused here): same ids, about a third
         # less CPU per token than encode_batch. Older tokenizers lack it.
         encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
-        encodings = encode([d.text for d in docs], add_special_tokens=False)
-        return [np.asarray(e.ids, dtype=np.int32) for e in encodings]
+        small = [d.text for d in docs if len(d.text) <= MAX_ENCODE_CHARS]
+        encoded = iter(np.asarray(e.ids, dtype=np.int32) for e in encode(small, add_special_tokens=False))
+        out = []
+        for d in docs:
+            if len(d.text) <= MAX_ENCODE_CHARS:
+                out.append(next(encoded))
+            else:
+                # A huge document: bounded pieces, one call each (see split_for_encoding
+                # for why the ids equal whole-text encoding).
+                out.append(np.concatenate([np.asarray(e.ids, dtype=np.int32) for piece in
+                                           split_for_encoding(d.text, MAX_ENCODE_CHARS)
+                                           for e in encode([piece], add_special_tokens=False)]))
+        return out
 
     def process(self, unit: WorkUnit) -> UnitResult:
         """Write unit ``unit.index``'s shard(s) and dead letters; return its counts.
@@ -211,17 +253,22 @@ class PackedDocumentsProcessor(UnitProcessor):
         """
         started = time.perf_counter()
         result = UnitResult(unit.index)
-        rejected: list[Rejected] = []
+        dead = DeadLetters(self.output_dir, unit.index)
         packer = Packer(self.config.seq_len, self.info.eos_token_id, self.info.pad_token_id, self.config.pack,
                         self.info.bos_token_id if self.config.add_bos else None)
         writer = self.new_writer(unit)
         try:
-            for docs, token_ids, batch_rejected in prefetch(self._encoded_batches(unit), depth=2):
-                rejected.extend(batch_rejected)
-                result.documents_read += len(docs) + len(batch_rejected)
-                for doc, ids in zip(docs, token_ids):
-                    packer.add(doc.key, ids)
-                    result.documents_written += 1
+            for items, token_ids in prefetch(self._encoded_batches(unit), depth=2):
+                ids_of = iter(token_ids)
+                for item in items:
+                    if isinstance(item, Rejected):
+                        dead.add(item)
+                        result.documents_read += 1
+                        continue
+                    packer.add(item.key, next(ids_of), origin=item.origin or None, last=item.last)
+                    if item.last:  # a document given in pieces counts once
+                        result.documents_read += 1
+                        result.documents_written += 1
                     if packer.pending_rows() >= MASK_BATCH_ROWS:
                         self._write_ready(packer, result, writer)
             packer.finish()
@@ -229,9 +276,10 @@ class PackedDocumentsProcessor(UnitProcessor):
             result.files = writer.close()
         except BaseException:
             writer.abort()
+            dead.abort()
             raise
-        self.write_rejected(result, rejected)
-        self.log_done(result, len(rejected), started)
+        dead.close(result)
+        self.log_done(result, dead.records, started)
         return result
 
     def _write_ready(self, packer: Packer, result: UnitResult, writer: ShardWriter) -> None:

@@ -3,14 +3,23 @@
 Every input record ends as exactly one :class:`Document` or one :class:`Rejected`, so
 ``documents read = written + rejected`` holds downstream. Keys: the record's ``id`` field
 when present, else ``relpath:line`` (JSON lines, 1-based), ``relpath:row`` (Parquet and
-dataset rows, 0-based) or ``relpath`` (a text file is one document).
+dataset rows, 0-based) or ``relpath`` (a text file is one document). A document's
+``origin`` is always its position (``relpath:line``...), unique even when ids repeat.
+
+Memory stays bounded whatever the input: a JSON line longer than :data:`MAX_RECORD_BYTES`
+is rejected (``record_too_large``) without being held; a text file larger than
+:data:`TEXT_PIECE_BYTES` is streamed as consecutive pieces of one document (after a first
+pass that checks it is UTF-8); a line nested deeper than JSON parsing allows and a string
+with an unpaired surrogate escape (``"\\ud800"``, which no UTF-8 text holds) are rejected.
 """
 
 from __future__ import annotations
 
+import codecs
 import gzip
 import io
 import json
+import re
 import zlib
 from typing import Iterator
 
@@ -19,6 +28,11 @@ from .documents import Document, Rejected
 from .inputs import FileRange
 
 ID_FIELD = "id"
+#: Longest JSON line read as a record (bytes); longer ones are rejected unread.
+MAX_RECORD_BYTES = 64 << 20
+#: Text files are read in pieces of this many bytes once they are larger.
+TEXT_PIECE_BYTES = 16 << 20
+_SURROGATE = re.compile("[\ud800-\udfff]")
 
 
 def read_range(frange: FileRange, text_field: str = "text") -> Iterator[Document | Rejected]:
@@ -47,17 +61,26 @@ def _text_or_reason(value: object, text_field: str) -> tuple[str | None, str, st
     return value, "", ""
 
 
-def _record_to_doc(record: object, text_field: str, fallback_key: str) -> Document | Rejected:
+def _record_to_doc(record: object, text_field: str, fallback_key: str, escapes: bool = False) -> Document | Rejected:
+    """``fallback_key``: the record's position. ``escapes``: its JSON held ``\\u``
+    escapes, so its strings may hold unpaired surrogates (checked only then: cheap)."""
     if not isinstance(record, dict):
         return Rejected(fallback_key, "not_an_object", f"record is {type(record).__name__}, not an object")
     key = record.get(ID_FIELD)
     key = str(key) if key is not None and key != "" else fallback_key
+    if escapes and _SURROGATE.search(key):
+        return Rejected(fallback_key, "invalid_unicode", f"field {ID_FIELD!r} holds an unpaired surrogate escape")
     if text_field not in record:
-        return Rejected(key, "missing_text_field", f"no field {text_field!r}; fields: {sorted(record)[:10]}")
+        return Rejected(key, "missing_text_field", f"no field {text_field!r}; fields: {sorted(map(str, record))[:10]}")
     text, reason, detail = _text_or_reason(record[text_field], text_field)
     if text is None:
         return Rejected(key, reason, detail)
-    return Document(key, text)
+    if escapes:
+        bad = _SURROGATE.search(text)
+        if bad:
+            return Rejected(key, "invalid_unicode", f"field {text_field!r} holds an unpaired surrogate escape "
+                            f"(U+{ord(bad.group()):04X}) at character {bad.start()}: not encodable text")
+    return Document(key, text, origin=fallback_key)
 
 
 def _open_binary(path: str):
@@ -116,14 +139,24 @@ class _ZstdFrames(io.RawIOBase):
 LINE_CHUNK = 1 << 20
 
 
-def _iter_lines(stream, limit: float = float("inf")) -> Iterator[bytes]:
+class Oversized:
+    """Stands for a line longer than the caller's maximum, which was skipped unread."""
+
+    def __init__(self, length: int):
+        self.length = length
+
+
+def _iter_lines(stream, limit: float = float("inf"), max_line: int = MAX_RECORD_BYTES) -> Iterator[bytes | Oversized]:
     """Lines of ``stream`` (each with its newline, the last maybe without), from its
-    position, stopping after the line that crosses ``limit`` bytes read.
+    position, stopping after the line that crosses ``limit`` bytes read. A line longer
+    than ``max_line`` bytes comes as an :class:`Oversized` and is never held in memory.
 
     Reads large chunks and splits in C: the same speed on local files, decompressors and
     object-store files (whose own ``readline`` fetches a whole block per call).
     """
     pending: list[bytes] = []  # pieces of a line not finished yet
+    held = 0  # bytes in pending
+    skipping = -1  # >= 0: length so far of an oversized line being skipped
     consumed = 0  # bytes of finished lines
     while consumed < limit:
         block = stream.read(LINE_CHUNK)
@@ -131,20 +164,36 @@ def _iter_lines(stream, limit: float = float("inf")) -> Iterator[bytes]:
             break
         parts = block.split(b"\n")
         if len(parts) == 1:  # no newline: a long line continues
-            pending.append(block)
+            if skipping >= 0:
+                skipping += len(block)
+            elif held + len(block) > max_line:
+                skipping, pending, held = held + len(block), [], 0
+            else:
+                pending.append(block)
+                held += len(block)
             continue
-        first = b"".join(pending) + parts[0] + b"\n" if pending else parts[0] + b"\n"
+        if skipping >= 0:
+            first: bytes | Oversized = Oversized(skipping + len(parts[0]) + 1)
+            skipping = -1
+        elif held + len(parts[0]) + 1 > max_line:
+            first = Oversized(held + len(parts[0]) + 1)
+        else:
+            first = b"".join(pending) + parts[0] + b"\n" if pending else parts[0] + b"\n"
         pending = [parts[-1]] if parts[-1] else []
+        held = len(parts[-1])
         yield first
-        consumed += len(first)
+        consumed += first.length if isinstance(first, Oversized) else len(first)
         for part in parts[1:-1]:
             if consumed >= limit:
                 return
-            line = part + b"\n"
+            line: bytes | Oversized = part + b"\n" if len(part) < max_line else Oversized(len(part) + 1)
             yield line
-            consumed += len(line)
-    if pending and consumed < limit:
-        yield b"".join(pending)
+            consumed += len(part) + 1
+    if consumed < limit:
+        if skipping >= 0:
+            yield Oversized(skipping)
+        elif pending:
+            yield b"".join(pending)
 
 
 def _lines_in_range(frange: FileRange) -> Iterator[tuple[int, bytes]]:
@@ -160,7 +209,7 @@ def _lines_in_range(frange: FileRange) -> Iterator[tuple[int, bytes]]:
                 # Line by line through the decompressor, so a truncated file keeps every
                 # line before the damage (a chunked read would lose the last chunk).
                 buffered = io.BufferedReader(stream) if not hasattr(stream, "peek") else stream
-                yield from enumerate(buffered, start=1)
+                yield from enumerate(_bounded_readlines(buffered), start=1)
             else:
                 yield from enumerate(_iter_lines(stream), start=1)
         return
@@ -195,6 +244,24 @@ def _lines_in_range(frange: FileRange) -> Iterator[tuple[int, bytes]]:
             number += 1
 
 
+def _bounded_readlines(stream, max_line: int = MAX_RECORD_BYTES) -> Iterator[bytes | Oversized]:
+    """``readline`` one line at a time, never holding more than ``max_line`` bytes of one."""
+    while True:
+        line = stream.readline(max_line + 1)
+        if not line:
+            return
+        if len(line) > max_line and not line.endswith(b"\n"):
+            length = len(line)
+            while True:  # skip the rest of the line in bounded reads
+                more = stream.readline(LINE_CHUNK)
+                length += len(more)
+                if not more or more.endswith(b"\n"):
+                    break
+            yield Oversized(length)
+            continue
+        yield line
+
+
 def _is_decompression_error(exc: BaseException) -> bool:
     # zstandard raises its own ZstdError; gzip raises EOFError, zlib.error or BadGzipFile.
     return isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)) or type(exc).__name__ == "ZstdError"
@@ -202,13 +269,19 @@ def _is_decompression_error(exc: BaseException) -> bool:
 
 def json_lines(frange: FileRange) -> Iterator[tuple[str, object] | Rejected]:
     """``(where, parsed value)`` per JSON line of the range (``where`` = ``relpath:line``),
-    or a :class:`Rejected` for a line that is not UTF-8 or not JSON, and one for the lost
-    tail of a truncated or corrupt compressed file. Blank lines are skipped."""
+    or a :class:`Rejected` for a line that is not UTF-8, not JSON, nested too deeply or
+    longer than :data:`MAX_RECORD_BYTES`, and one for the lost tail of a truncated or
+    corrupt compressed file. Blank lines are skipped. ``escapes`` in the result: whether
+    the line held ``\\u`` escapes (its strings may then hold unpaired surrogates)."""
     f = frange.file
     number = 0
     try:
         for number, line in _lines_in_range(frange):
             where = f"{f.relpath}:{number}"
+            if isinstance(line, Oversized):
+                yield Rejected(where, "record_too_large", f"a line of {line.length} bytes; records are read up to "
+                               f"{MAX_RECORD_BYTES} bytes (split the document, or give it as a text file)")
+                continue
             if not line.strip():
                 continue  # blank lines are layout, not records
             try:
@@ -220,6 +293,9 @@ def json_lines(frange: FileRange) -> Iterator[tuple[str, object] | Rejected]:
                 yield where, json.loads(text)
             except json.JSONDecodeError as exc:
                 yield Rejected(where, "invalid_json", f"{exc.msg} at column {exc.colno}")
+            except RecursionError:
+                yield Rejected(where, "invalid_json", "nested too deeply to parse (a JSON value inside "
+                               "thousands of arrays or objects)")
     except Exception as exc:
         if not _is_decompression_error(exc):
             raise
@@ -236,28 +312,78 @@ def _read_jsonl(frange: FileRange, text_field: str) -> Iterator[Document | Rejec
             yield item
         else:
             where, record = item
-            yield _record_to_doc(record, text_field, where)
+            # Only strings from \u escapes can hold unpaired surrogates: check those.
+            yield _record_to_doc(record, text_field, where, escapes=True)
 
 
 def _read_text(frange: FileRange) -> Iterator[Document | Rejected]:
+    """The file as one document: whole when it is small; else in pieces of
+    :data:`TEXT_PIECE_BYTES`, after a first streaming pass that checks it decodes."""
     f = frange.file
     with _open_binary(f.path) as stream:
         try:
-            data = stream.read()
+            data = stream.read(TEXT_PIECE_BYTES + 1)
         except Exception as exc:
             if not _is_decompression_error(exc):
                 raise
             yield Rejected(f.relpath, "truncated_or_corrupt_file", str(exc))
             return
+    if len(data) <= TEXT_PIECE_BYTES:
+        try:
+            text = data.decode("utf-8")
+        except UnicodeDecodeError as exc:
+            yield Rejected(f.relpath, "invalid_utf8", f"byte {exc.start}: {exc.reason}")
+            return
+        if not text.strip():
+            yield Rejected(f.relpath, "empty_text", "the file holds no text")
+            return
+        yield Document(f.relpath, text)
+        return
+    del data
+    problem = _check_large_text(f.path)
+    if problem is not None:
+        yield Rejected(f.relpath, *problem)
+        return
+    yield from _text_pieces(f.path, f.relpath)
+
+
+def _decoded_pieces(path: str) -> Iterator[str]:
+    decoder = codecs.getincrementaldecoder("utf-8")()
+    with _open_binary(path) as stream:
+        while True:
+            chunk = stream.read(TEXT_PIECE_BYTES)
+            final = not chunk
+            text = decoder.decode(chunk, final=final)
+            if text:
+                yield text
+            if final:
+                return
+
+
+def _check_large_text(path: str) -> tuple[str, str] | None:
+    """(reason, detail) when a large text file cannot be one document, else None."""
+    offset, blank = 0, True
     try:
-        text = data.decode("utf-8")
+        for text in _decoded_pieces(path):
+            blank = blank and not text.strip()
+            offset += len(text)
     except UnicodeDecodeError as exc:
-        yield Rejected(f.relpath, "invalid_utf8", f"byte {exc.start}: {exc.reason}")
-        return
-    if not text.strip():
-        yield Rejected(f.relpath, "empty_text", "the file holds no text")
-        return
-    yield Document(f.relpath, text)
+        return "invalid_utf8", f"near character {offset}: {exc.reason}"
+    except Exception as exc:
+        if not _is_decompression_error(exc):
+            raise
+        return "truncated_or_corrupt_file", str(exc)
+    return ("empty_text", "the file holds no text") if blank else None
+
+
+def _text_pieces(path: str, key: str) -> Iterator[Document]:
+    """Consecutive pieces of one large document (the last marked ``last``)."""
+    previous = None
+    for text in _decoded_pieces(path):
+        if previous is not None:
+            yield Document(key, previous, last=False)
+        previous = text
+    yield Document(key, previous if previous is not None else "", last=True)
 
 
 def _read_parquet(frange: FileRange, text_field: str) -> Iterator[Document | Rejected]:

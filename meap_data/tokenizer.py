@@ -169,3 +169,34 @@ def iter_training_texts(documents: Iterable, max_chars: int) -> Iterator[str]:
         total += len(text)
         if total >= max_chars:
             return
+
+
+def split_for_encoding(text: str, max_chars: int) -> list[str]:
+    """``text`` in pieces of at most ``max_chars`` characters, to tokenize a huge document
+    in bounded memory.
+
+    Each cut falls where a run of whitespace starts after a non-whitespace character
+    (``word| next``, ``x,|\\n    y``). Byte-level BPE pre-tokenizes with the GPT-2 pattern,
+    whose pieces never run from a non-space into the spaces after it, and the run's own
+    pieces depend only on what follows it; so the ids of the pieces, concatenated, are the
+    ids of the whole text (tested on real text). A window with no such point (``max_chars
+    / 2`` characters without whitespace) is cut at its end, where ids may differ.
+    """
+    pieces, start, n = [], 0, len(text)
+    while n - start > max_chars:
+        end = start + max_chars
+        cut = None
+        i = end
+        floor = start + max_chars // 2
+        while i > floor:
+            i = max(text.rfind(" ", floor, i), text.rfind("\n", floor, i), text.rfind("\t", floor, i))
+            if i <= floor:
+                break
+            if not text[i - 1].isspace():
+                cut = i
+                break
+        cut = cut or end
+        pieces.append(text[start:cut])
+        start = cut
+    pieces.append(text[start:])
+    return pieces

@@ -42,7 +42,7 @@ def test_jsonl_plain_gzip_zstd_give_the_same_documents(tmp_path, stdlib):
 def test_id_field_is_the_key_and_text_field_is_selectable(tmp_path):
     (tmp_path / "x.jsonl").write_text('{"id": "alpha", "body": "one"}\n{"body": "two"}\n')
     docs = _read_all(str(tmp_path / "x.jsonl"), text_field="body")
-    assert docs == [Document("alpha", "one"), Document("x.jsonl:2", "two")]
+    assert docs == [Document("alpha", "one", origin="x.jsonl:1"), Document("x.jsonl:2", "two", origin="x.jsonl:2")]
 
 
 def test_parquet_and_text_files_and_hf_dataset(tmp_path, stdlib):
@@ -77,7 +77,7 @@ def test_json_bad_records_each_rejected_with_reason(tmp_path):
     (tmp_path / "bad.jsonl").write_bytes(b"\n".join(lines) + b"\n")
     items = _read_all(str(tmp_path / "bad.jsonl"))
     assert len(items) == len(lines)
-    assert items[0] == Document("bad.jsonl:1", "good")
+    assert items[0] == Document("bad.jsonl:1", "good", origin="bad.jsonl:1")
     reasons = [i.reason for i in items[1:]]
     assert reasons == ["invalid_json", "missing_text_field", "null_text", "text_not_string",
                        "empty_text", "invalid_utf8", "not_an_object"]

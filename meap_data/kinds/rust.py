@@ -45,7 +45,7 @@ from ..errors import MeapDataError
 from ..inputs import FileRange, WorkUnit
 from ..keys import hash64, sample_key
 from ..masking import PRETRAIN_MASK_RATIO, SFT_LAYOUTS, SFT_MASK_RATIO, SftCopy, SftRule
-from ..process import PackedDocumentsProcessor, UnitProcessor, UnitResult, pretrain_rule
+from ..process import DeadLetters, PackedDocumentsProcessor, UnitProcessor, UnitResult, pretrain_rule
 from ..readers import json_lines
 from ..rust.records import validate_record
 from ..rust.render import diagnose, repair, transcript_text
@@ -217,36 +217,37 @@ class SftProcessor(UnitProcessor):
         self.records.codes = {}
         self.packer = CopyPacker(self.config.seq_len, self.config.options.sft_pack)
         result = UnitResult(unit.index)
-        rejected: list[Rejected] = []
+        dead = DeadLetters(self.output_dir, unit.index)
         writer = self.new_writer(unit)
         try:
             batch: list[tuple[str, tuple[str, str]]] = []
             for item in self.records(unit):
                 result.documents_read += 1
                 if isinstance(item, Rejected):
-                    rejected.append(item)
+                    dead.add(item)
                     continue
                 key, record = item
                 try:
                     batch.append((key, self.render(record)))
                 except MeapDataError as exc:  # repair: the record has no fixed_source
-                    rejected.append(Rejected(key, "no_fix", str(exc)))
+                    dead.add(Rejected(key, "no_fix", str(exc)))
                     continue
                 if len(batch) >= SFT_BATCH_RECORDS:
-                    self._write(batch, result, writer, rejected)
+                    self._write(batch, result, writer, dead)
                     batch = []
-            self._write(batch, result, writer, rejected)
+            self._write(batch, result, writer, dead)
             self._write_rows(self.packer.drain(final=True), result, writer)
             result.files = writer.close()
         except BaseException:
             writer.abort()
+            dead.abort()
             raise
-        self.write_rejected(result, rejected)
+        dead.close(result)
         result.extras = {"codes": dict(sorted(self.records.codes.items()))}
-        self.log_done(result, len(rejected), started, what=f"{self.config.options.split} records")
+        self.log_done(result, dead.records, started, what=f"{self.config.options.split} records")
         return result
 
-    def _write(self, batch: list[tuple[str, tuple[str, str]]], result: UnitResult, writer, rejected: list) -> None:
+    def _write(self, batch: list[tuple[str, tuple[str, str]]], result: UnitResult, writer, dead: DeadLetters) -> None:
         """Tokenize a batch of (prompt, answer) pairs, build their copies, place those
         that fit ``seq_len`` into samples, and mask and write the finished samples."""
         if not batch:
@@ -260,7 +261,7 @@ class SftProcessor(UnitProcessor):
             copies = self.rule.copies(bos + prompt.ids, answer.ids, self.info.eos_token_id)
             longest = max(len(c.input_ids) for c in copies)
             if longest > seq_len:
-                rejected.append(Rejected(key, "too_long", (
+                dead.add(Rejected(key, "too_long", (
                     f"{longest} tokens ({len(prompt.ids)} prompt + {len(answer.ids)} answer + eos"
                     f"{', twice: concat layout' if len(copies[0].doc_offsets) == 2 else ''}) > --seq-len {seq_len}; "
                     "raise --seq-len to keep it")))
