@@ -8,7 +8,7 @@ import logging
 import sys
 
 from . import __version__
-from .errors import MeapDataError
+from .errors import MeapDataError, run_command
 from .kinds import get_kind, kind_names
 
 
@@ -180,7 +180,8 @@ def _add_demo(sub) -> None:
     p = sub.add_parser("demo", help="the whole path on the Python standard library's source, offline")
     p.add_argument("--output", default=None, metavar="DIR", help="where to write (default: ./demo-output)")
     p.add_argument("--quick", action="store_true", help="a smaller slice of the corpus")
-    p.set_defaults(func=lambda a: __import__("meap_data.demo", fromlist=["x"]).run_demo(a.output, a.quick))
+    p.add_argument("--overwrite", action="store_true", help="replace an earlier demo dataset in --output")
+    p.set_defaults(func=lambda a: __import__("meap_data.demo", fromlist=["x"]).run_demo(a.output, a.quick, a.overwrite))
 
 
 def build_parser() -> argparse.ArgumentParser:
@@ -246,16 +247,9 @@ def main(argv: list[str] | None = None) -> int:
         print(f"error: unrecognized arguments: {' '.join(extra)} (not {what}; see meap-data {args.command} --help)",
               file=sys.stderr)
         return 2
-    try:
-        if getattr(args, "accepts_beam_args", False):
-            return args.func(args, extra)
-        return args.func(args)
-    except MeapDataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return 130
+    if getattr(args, "accepts_beam_args", False):
+        return run_command(lambda: args.func(args, extra))
+    return run_command(lambda: args.func(args))
 
 
 if __name__ == "__main__":

@@ -34,8 +34,9 @@ def stdlib_globs(quick: bool = False) -> list[str]:
     return globs
 
 
-def run_demo(output: str | None = None, quick: bool = False) -> int:
-    """Run the demo into ``output`` (default ``./demo-output``, replaced if present)."""
+def run_demo(output: str | None = None, quick: bool = False, overwrite: bool = False) -> int:
+    """Run the demo into ``output`` (default ``./demo-output``; an earlier dataset there is
+    replaced only with ``overwrite``)."""
     output = output or os.path.abspath("demo-output")
     print(f"corpus: the Python standard library at {stdlib_dir()}")
     config = PrepareConfig(
@@ -45,7 +46,7 @@ def run_demo(output: str | None = None, quick: bool = False) -> int:
         seed=0,
         input_bytes_per_shard=2 << 20,
     )
-    outcome = run_prepare(config, output, tokenizer=None, beam_args=[], overwrite=True)
+    outcome = run_prepare(config, output, tokenizer=None, beam_args=[], overwrite=overwrite, progress="stderr")
     print(format_summary(outcome.manifest, outcome.run_info))
     problems = verify_dataset(output)
     if problems:

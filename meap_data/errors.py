@@ -1,13 +1,66 @@
-"""Errors that reach the user as one line naming the input and the fix."""
+"""Errors that reach the user as one line naming the input and the fix, and the exit
+code of each kind of failure (README "Command line")."""
+
+from __future__ import annotations
+
+import os
+import sys
+from typing import Callable
+
+EXIT_BAD_INPUT = 2  # bad input or usage: the message says what to change
+EXIT_CORRUPT = 3  # a dataset or shard that is damaged, or not what its manifest says
+EXIT_BUSY = 4  # another run holds the output directory
+EXIT_INTERNAL = 70  # a bug (sysexits' EX_SOFTWARE); MEAP_DATA_DEBUG=1 shows the traceback
+EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
+EXIT_BROKEN_PIPE = 141  # the reader of our output went away, e.g. `| head` (128 + SIGPIPE)
 
 
 class MeapDataError(Exception):
-    """A user-facing error: the CLI prints ``error: <message>`` and exits 2."""
+    """A user-facing error: the CLI prints ``error: <message>`` and exits :attr:`exit_code`."""
+
+    exit_code = EXIT_BAD_INPUT
 
 
 class DatasetIncompleteError(MeapDataError):
     """A dataset directory without a manifest: still being written, or a crashed run."""
 
 
-class ChecksumError(MeapDataError):
+class CorruptDatasetError(MeapDataError):
+    """A dataset, shard or manifest that is damaged or does not match its manifest."""
+
+    exit_code = EXIT_CORRUPT
+
+
+class ChecksumError(CorruptDatasetError):
     """A shard whose bytes do not match the manifest's sha256."""
+
+
+class BusyError(MeapDataError):
+    """Another run is writing the same output directory."""
+
+    exit_code = EXIT_BUSY
+
+
+def run_command(command: Callable[[], int]) -> int:
+    """Run a CLI command: its exit code, or one ``error: ...`` line on stderr and the
+    code of the failure, never a traceback (unless ``MEAP_DATA_DEBUG=1``)."""
+    try:
+        return command()
+    except MeapDataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return exc.exit_code
+    except KeyboardInterrupt:
+        print("error: interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED
+    except BrokenPipeError:
+        # Quietly, as `cat | head` does; stdout is gone, so point it somewhere harmless
+        # before the interpreter flushes it again at exit.
+        devnull = os.open(os.devnull, os.O_WRONLY)
+        os.dup2(devnull, sys.stdout.fileno())
+        return EXIT_BROKEN_PIPE
+    except Exception as exc:
+        if os.environ.get("MEAP_DATA_DEBUG"):
+            raise
+        print(f"error: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "
+              "(a bug in meap-data; rerun with MEAP_DATA_DEBUG=1 for the traceback and report it)", file=sys.stderr)
+        return EXIT_INTERNAL

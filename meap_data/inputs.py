@@ -38,8 +38,9 @@ def file_type_of(path: str) -> str:
 
 
 def is_splittable(path: str) -> bool:
-    """Uncompressed JSON lines can be cut into byte ranges at line boundaries."""
-    return file_type_of(path) == "jsonl" and not path.lower().endswith(COMPRESSED_SUFFIXES)
+    """Uncompressed JSON lines can be cut into byte ranges at line boundaries (not a
+    ``.json`` file: it may be one pretty-printed JSON document)."""
+    return path.lower().endswith((".jsonl", ".ndjson"))
 
 
 @dataclass(frozen=True)

@@ -4,13 +4,16 @@ view every reader goes through (:class:`DatasetManifest`), and the Hugging Face
 
 from __future__ import annotations
 
+import functools
+import hashlib
 import json
+import os
 from dataclasses import dataclass
 from functools import cached_property
 
 from . import storage
 from .config import PrepareConfig
-from .errors import DatasetIncompleteError, MeapDataError
+from .errors import CorruptDatasetError, DatasetIncompleteError, MeapDataError
 from .masking import MaskRule, rule_from_json
 from .sample_format import ARROW_DIR, SAMPLE_SCHEMA
 from .tokenizer import TokenizerInfo
@@ -131,13 +134,42 @@ def read_manifest(directory: str) -> dict:
     try:
         manifest = json.loads(storage.read_bytes(path))
     except json.JSONDecodeError as exc:
-        raise MeapDataError(f"{path!r} is not valid JSON ({exc}); the dataset is corrupt") from exc
+        raise CorruptDatasetError(f"{path!r} is not valid JSON ({exc}); the dataset is corrupt") from exc
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise MeapDataError(
             f"{path!r} has schema_version {manifest.get('schema_version')!r}; this meap-data "
             f"reads version {SCHEMA_VERSION}: prepare the dataset again with this version"
         )
+    problem = manifest_problem(manifest)
+    if problem:
+        raise CorruptDatasetError(f"{path!r} is malformed ({problem}); the dataset is corrupt or not meap-data's: "
+                                  "prepare it again")
     return manifest
+
+
+@functools.lru_cache(maxsize=1)
+def _validator():
+    import jsonschema
+
+    path = os.path.join(os.path.dirname(os.path.abspath(__file__)), "schemas", "manifest.schema.json")
+    with open(path, encoding="utf-8") as f:
+        return jsonschema.Draft202012Validator(json.load(f))
+
+
+def manifest_problem(manifest: object) -> str | None:
+    """Why ``manifest`` is not a valid manifest (schema, and every path confined to the
+    dataset directory, in its format's folder), or None."""
+    import jsonschema
+
+    error = jsonschema.exceptions.best_match(_validator().iter_errors(manifest))
+    if error is not None:
+        where = "/".join(str(p) for p in error.absolute_path) or "top level"
+        return f"{where}: {error.message[:160]}"
+    for fmt, entries in manifest["shards"].items():
+        for entry in entries:
+            if not entry["path"].startswith(f"{fmt}/"):
+                return f"shards/{fmt}: {entry['path']!r} is not in the {fmt}/ folder"
+    return None
 
 
 def _entry(*path: str, cast=int, doc: str = "") -> property:
@@ -188,6 +220,13 @@ class DatasetManifest:
     def mask_rule(self) -> MaskRule:
         """The rule the samples were masked with (re-draws per epoch in the loader)."""
         return rule_from_json(self.data["mask_rule"])
+
+    @cached_property
+    def content_id(self) -> str:
+        """The identity of the data itself: sha256 over every shard's sha256. The same
+        dataset copied elsewhere keeps it; another corpus under the same glob does not."""
+        shas = {fmt: [e["sha256"] for e in self.shards(fmt)] for fmt in sorted(self.formats)}
+        return hashlib.sha256(json.dumps(shas, sort_keys=True).encode()).hexdigest()
 
     @cached_property
     def tokenizer_json(self) -> str:

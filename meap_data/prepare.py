@@ -7,6 +7,7 @@ tokenizer, each with its own manifest, so the loader and ``verify`` take either 
 
 from __future__ import annotations
 
+import json
 import logging
 import os
 import platform
@@ -17,7 +18,7 @@ from dataclasses import dataclass, field
 
 from . import storage
 from .config import PrepareConfig
-from .errors import MeapDataError
+from .errors import BusyError, MeapDataError
 from .inputs import expand_inputs, plan_units
 from .hf_files import CARD, SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG, dataset_card, parent_card, tokenizer_files
 from .kinds import DatasetTarget, get_kind, resolve_config
@@ -54,10 +55,75 @@ class PrepareOutcome:
         return self.datasets if len(self.datasets) > 1 else {}
 
 
+LOCK = ".meap-data.lock"
+
+
+class OutputLock:
+    """One writer per output directory: ``DIR/.meap-data.lock``, created exclusively
+    (:func:`meap_data.storage.create_exclusive`) before anything in DIR is touched and
+    removed when the run ends. A lock left by a crashed run on this host (its process is
+    gone) is taken over; any other lock makes the run fail with a one-line error."""
+
+    def __init__(self, directories: list[str]):
+        self.paths = [storage.join(d, LOCK) for d in directories]
+        self.owned: list[str] = []
+        self.me = {"pid": os.getpid(), "host": platform.node(), "started": time.time()}
+
+    def __enter__(self) -> "OutputLock":
+        try:
+            for path in self.paths:
+                self._take(path)
+        except BaseException:
+            self.__exit__(None, None, None)
+            raise
+        return self
+
+    def _take(self, path: str) -> None:
+        data = json.dumps(self.me).encode()
+        if storage.create_exclusive(path, data):
+            self.owned.append(path)
+            return
+        holder = _read_lock(path)
+        if holder and holder.get("host") == platform.node() and not _alive(holder.get("pid")):
+            log.info("taking over %s, left by a run that is gone (pid %s)", path, holder.get("pid"))
+            storage.remove(path)
+            if storage.create_exclusive(path, data):
+                self.owned.append(path)
+                return
+            holder = _read_lock(path)
+        who = f"pid {holder.get('pid')} on {holder.get('host')}" if holder else "another run"
+        raise BusyError(f"output directory {os.path.dirname(path) or '.'!r} is being written by {who} (lock "
+                        f"{path}); wait for it, or remove the lock if that run is gone")
+
+    def __exit__(self, *exc) -> None:
+        for path in self.owned:
+            storage.remove(path)
+        self.owned = []
+
+
+def _read_lock(path: str) -> dict | None:
+    try:
+        return json.loads(storage.read_bytes(path))
+    except (OSError, ValueError):
+        return None
+
+
+def _alive(pid) -> bool:
+    try:
+        os.kill(int(pid), 0)
+    except (TypeError, ValueError, ProcessLookupError):
+        return False
+    except PermissionError:
+        return True
+    return True
+
+
 def prepare_output_dir(output_dir: str, overwrite: bool) -> None:
     """Refuse to mix datasets: an existing dataset (or a crashed run's leftovers) is
     replaced only with ``overwrite``, and then its manifest goes first, so no reader
     ever sees old and new shards as one complete dataset."""
+    if not storage.is_remote(output_dir) and os.path.isfile(output_dir):
+        raise MeapDataError(f"--output {output_dir!r} is a file; pass a directory (it is created when missing)")
     files = (MANIFEST, "tokenizer.json", RUN_INFO, TOKENIZER_CONFIG, SPECIAL_TOKENS_MAP)
     present = [n for n in storage.listdir(output_dir) if n in DATA_DIRS + files]
     if present and not overwrite:
@@ -130,18 +196,30 @@ def run_prepare(
     overwrite: bool = False,
     eos_token: str | None = None,
     bos_token: str | None = None,
-    progress="stderr",
+    progress=None,
 ) -> PrepareOutcome:
     """Run the whole prepare job; returns the manifests and run facts (timings, host).
-    ``progress``: where shard progress goes (a tqdm bar on a terminal; None: nowhere)."""
-    from .beam import PrepareShards, make_pipeline
-
+    ``progress``: where shard progress goes: ``"stderr"`` (a tqdm bar on a terminal, as
+    the CLI does), a callable taking a line, or None (default: nowhere, as befits a library)."""
     config = resolve_config(config)
     started = time.perf_counter()
     files = expand_inputs(list(config.inputs))
     units = plan_units(files, config.input_bytes_per_shard)
     input_bytes = sum(f.size for f in files)
     targets: list[DatasetTarget] = get_kind(config.kind).targets(config, output_dir)
+    for target in targets:
+        if not storage.is_remote(target.directory) and os.path.isfile(target.directory):
+            raise MeapDataError(f"--output {target.directory!r} is a file; pass a directory (created when missing)")
+    # One writer at a time: a second run into the same directory fails before touching it.
+    with OutputLock([t.directory for t in targets]):
+        return _write_datasets(config, output_dir, targets, files, units, input_bytes, started, tokenizer,
+                               beam_args, overwrite, eos_token, bos_token, progress)
+
+
+def _write_datasets(config, output_dir, targets, files, units, input_bytes, started, tokenizer, beam_args,
+                    overwrite, eos_token, bos_token, progress) -> PrepareOutcome:
+    from .beam import PrepareShards, make_pipeline
+
     for target in targets:
         prepare_output_dir(target.directory, overwrite)
     info = resolve_tokenizer(tokenizer, files, config, eos_token, bos_token=bos_token)

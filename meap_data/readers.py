@@ -306,7 +306,58 @@ def json_lines(frange: FileRange) -> Iterator[tuple[str, object] | Rejected]:
         )
 
 
+#: A ``.json`` file that is one JSON document (an array of records, or one record) is
+#: parsed whole up to this size.
+MAX_JSON_DOCUMENT_BYTES = 256 << 20
+
+
+def _json_document(frange: FileRange, text_field: str) -> Iterator[Document | Rejected] | None:
+    """The records of a ``.json`` file written as one JSON document (a pretty-printed
+    array or object), or None when it is JSON lines after all."""
+    f = frange.file
+    if not _strip_compression_suffix(f.path.lower()).endswith(".json") or frange.start != 0:
+        return None
+    with _open_binary(f.path) as stream:
+        head = stream.read(4096).lstrip()
+        if not head.startswith((b"[", b"{")):
+            return None
+        data = head + stream.read(MAX_JSON_DOCUMENT_BYTES)
+        if stream.read(1):
+            return iter([Rejected(f.relpath, "record_too_large", f"a JSON document over {MAX_JSON_DOCUMENT_BYTES} "
+                                  "bytes; write it as JSON lines (.jsonl), which streams")])
+    if head.startswith(b"{") and b"\n" in data.strip() and _is_json_lines(data):
+        return None
+    try:
+        value = json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError, RecursionError) as exc:
+        if head.startswith(b"{"):
+            return None  # JSON lines whose first record is an object: read line by line
+        return iter([Rejected(f.relpath, "invalid_json", f"a JSON array that does not parse: {exc}")])
+    records = value if isinstance(value, list) else [value]
+    return (_record_to_doc(r, text_field, f"{f.relpath}:{i}", escapes=True) for i, r in enumerate(records))
+
+
+def _is_json_lines(data: bytes) -> bool:
+    first = data.split(b"\n", 1)[0]
+    try:
+        json.loads(first)
+        return True
+    except (ValueError, RecursionError):
+        return False
+
+
+def _strip_compression_suffix(name: str) -> str:
+    for suffix in (".gz", ".zst", ".zstd"):
+        if name.endswith(suffix):
+            return name[: -len(suffix)]
+    return name
+
+
 def _read_jsonl(frange: FileRange, text_field: str) -> Iterator[Document | Rejected]:
+    document = _json_document(frange, text_field)
+    if document is not None:
+        yield from document
+        return
     for item in json_lines(frange):
         if isinstance(item, Rejected):
             yield item

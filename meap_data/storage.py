@@ -99,6 +99,21 @@ def read_bytes(path: str) -> bytes:
         return f.read()
 
 
+def fingerprint(path: str) -> tuple | None:
+    """What changes when a file is replaced (size, modification time, inode or ETag),
+    or None when it is gone."""
+    try:
+        if is_remote(path):
+            fs, p = _fs(path)
+            info = fs.info(p)
+            return (info.get("size"), str(info.get("ETag") or info.get("etag") or info.get("mtime")
+                                          or info.get("LastModified") or info.get("updated")))
+        st = os.stat(path)
+        return (st.st_size, st.st_mtime_ns, st.st_ino)
+    except (FileNotFoundError, OSError):
+        return None
+
+
 def size(path: str) -> int:
     if is_remote(path):
         fs, p = _fs(path)
@@ -181,3 +196,34 @@ def sha256_file(path: str, chunk: int = 1 << 22) -> str:
                 break
             h.update(block)
     return h.hexdigest()
+
+
+def create_exclusive(path: str, data: bytes) -> bool:
+    """Create ``path`` holding ``data`` only if it does not exist; False when it does.
+
+    Local files: ``O_CREAT | O_EXCL``, atomic. Object stores: an exclusive create
+    (``"xb"``: S3 conditional writes in s3fs, a generation match in gcsfs) where the
+    filesystem supports it, else a check then a write (two runs starting within the
+    same few milliseconds could then both pass)."""
+    if is_remote(path):
+        fs, p = _fs(path)
+        try:
+            with fs.open(p, "xb") as f:
+                f.write(data)
+            return True
+        except FileExistsError:
+            return False
+        except (ValueError, NotImplementedError, TypeError):
+            if fs.exists(p):
+                return False
+            with fs.open(p, "wb") as f:
+                f.write(data)
+            return True
+    os.makedirs(os.path.dirname(path) or ".", exist_ok=True)
+    try:
+        fd = os.open(path, os.O_CREAT | os.O_EXCL | os.O_WRONLY, 0o644)
+    except FileExistsError:
+        return False
+    with os.fdopen(fd, "wb") as f:
+        f.write(data)
+    return True

@@ -61,7 +61,7 @@ import torch
 import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel as DDP
 
-from .errors import MeapDataError
+from .errors import MeapDataError, run_command
 from .loader import ShardDataLoader, ShardIterableDataset, ShardLoader
 from .manifest import DatasetManifest
 from .masking import MaskRule
@@ -139,6 +139,8 @@ def build_parser() -> argparse.ArgumentParser:
     g = p.add_argument_group("output")
     g.add_argument("--out", required=True, metavar="DIR", help="run directory: ckpt.pt and metrics.jsonl")
     g.add_argument("--resume", action="store_true", help="continue exactly where OUT/ckpt.pt stopped")
+    g.add_argument("--overwrite", action="store_true",
+                   help="start a new run in an --out that holds one (its checkpoint and log are replaced)")
     g.add_argument("--log-interval", type=int, default=10, help="steps between log lines (default: 10)")
     g.add_argument("--eval-interval", type=int, default=200, help="steps between evaluations, 0 for none but the last (default: 200)")
     g.add_argument("--eval-batches", type=int, default=None, help="batches per evaluation (default: all held-out samples)")
@@ -186,6 +188,7 @@ class TrainConfig:
     compile_backend: str = "inductor"
     peak_flops: float | None = None
     resume: bool = False
+    overwrite: bool = False
     log_interval: int = 10
     eval_interval: int = 200
     eval_batches: int | None = None
@@ -219,6 +222,9 @@ def resolve(cfg: TrainConfig, manifest: DatasetManifest) -> TrainConfig:
     if seq_len > manifest.seq_len:
         raise MeapDataError(f"--seq-len {seq_len} is longer than the dataset's samples ({manifest.seq_len} tokens); "
                             f"use at most {manifest.seq_len} or prepare with a larger --seq-len")
+    if not cfg.resume and not cfg.overwrite and os.path.exists(os.path.join(cfg.out, CHECKPOINT)):
+        raise MeapDataError(f"--out {cfg.out!r} holds a run ({CHECKPOINT}); pass --resume to continue it, "
+                            "--overwrite to replace it, or another --out")
     if cfg.init_from:
         from .hf_model import check_tokenizer
 
@@ -533,7 +539,7 @@ def setup(cfg: TrainConfig, manifest: DatasetManifest, rt: Runtime) -> Run:
     if rt.ddp:
         model = DDP(model, device_ids=[rt.local_rank] if rt.device.type == "cuda" else None)
     run = Run(cfg=cfg, rt=rt, manifest=manifest, rule=manifest.mask_rule, pad_id=manifest.pad_token_id,
-              dataset_hash=manifest.config_hash, raw_model=raw_model, model=model, optimizer=optimizer,
+              dataset_hash=manifest.content_id, raw_model=raw_model, model=model, optimizer=optimizer,
               loader=loader, eval_loader=eval_loader, eval_start=eval_loader.state_dict() if eval_loader else None,
               flops_per_token=flops_per_token(raw_model.num_params(), *raw_model.shape(), cfg.seq_len),
               peak=peak_flops(rt.device, cfg.peak_flops), meter=Throughput(rt.device), log=MetricsLog(None))
@@ -568,7 +574,7 @@ def restore(run: Run) -> int:
     if not cfg.resume:
         if rt.master:
             if os.path.exists(ckpt_path) and not cfg.quiet:
-                print(f"note: starting a new run; {ckpt_path} will be replaced (pass --resume to continue it)")
+                print(f"note: starting a new run; {ckpt_path} will be replaced (--overwrite)")
             if os.path.exists(os.path.join(cfg.out, METRICS)):
                 os.remove(os.path.join(cfg.out, METRICS))  # a new run starts a new log
         return 0
@@ -843,14 +849,10 @@ def train(cfg: TrainConfig | argparse.Namespace) -> dict:
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Console entry point ``meap-train``: exits 0 on success, 2 with a one-line error."""
+    """Console entry point ``meap-train``: exits 0 on success, else with a one-line error
+    and the failure's code (:mod:`meap_data.errors`)."""
     args = build_parser().parse_args(argv)
-    try:
-        train(TrainConfig.from_args(args))
-    except MeapDataError as exc:
-        print(f"error: {exc}", file=sys.stderr)
-        return 2
-    return 0
+    return run_command(lambda: train(TrainConfig.from_args(args)) and 0)
 
 
 if __name__ == "__main__":

@@ -46,8 +46,7 @@ from ..inputs import FileRange, WorkUnit
 from ..keys import hash64, sample_key
 from ..masking import PRETRAIN_MASK_RATIO, SFT_LAYOUTS, SFT_MASK_RATIO, SftCopy, SftRule
 from ..process import DeadLetters, PackedDocumentsProcessor, UnitProcessor, UnitResult, pretrain_rule
-from ..readers import json_lines
-from ..rust.records import validate_record
+from ..rust.records import NO_CODE, iter_records, primary_code  # noqa: F401 (re-exported)
 from ..rust.render import diagnose, repair, transcript_text
 from ..sample_format import IGNORE_INDEX, SampleRows, Spans
 from .base import DataKind, DatasetTarget
@@ -56,8 +55,6 @@ TASKS = ("repair", "diagnose", "transcript")
 SPLITS = ("train", "eval")
 #: Share of primary codes held out by hash when no ``--eval-codes`` are named.
 EVAL_FRACTION = 0.1
-#: The primary code of a record whose diagnostics carry no code at all (parse errors).
-NO_CODE = "none"
 #: Records tokenized per ``encode_batch`` call (the tokenizer threads within a batch).
 SFT_BATCH_RECORDS = 256
 _SPLIT_BUCKETS = 1_000_000
@@ -95,21 +92,6 @@ class RustOptions:
 # ---------------------------------------------------------------------- the split
 
 
-def primary_code(record: dict[str, Any]) -> str:
-    """The code a record is about: its first error's code, else the example's expected
-    code, else its first code of any level (a lint name), else :data:`NO_CODE`."""
-    diagnostics = record.get("diagnostics") or []
-    for d in diagnostics:
-        if str(d.get("level", "")).startswith("error") and d.get("code"):
-            return d["code"]
-    if record.get("expected_code"):
-        return record["expected_code"]
-    for d in diagnostics:
-        if d.get("code"):
-            return d["code"]
-    return NO_CODE
-
-
 def is_eval_code(code: str, eval_codes: tuple[str, ...] | frozenset[str], eval_fraction: float) -> bool:
     """Whether ``code`` is held out: named in ``eval_codes``, or its 64-bit hash lands in
     the first ``eval_fraction`` of the buckets. A pure function of the code: the split
@@ -120,42 +102,6 @@ def is_eval_code(code: str, eval_codes: tuple[str, ...] | frozenset[str], eval_f
 
 
 # ---------------------------------------------------------------------- reading
-
-
-def iter_records(frange: FileRange) -> Iterator[tuple[dict[str, Any] | None, Rejected | None]]:
-    """(record, None) for each usable record of one input range, (None, Rejected) else.
-
-    Reasons: ``invalid_utf8``, ``invalid_json``, ``invalid_record`` (fails the schema),
-    ``timed_out`` (the compiler ran past its limit: no output to learn from) and
-    ``no_diagnostics`` (it compiled cleanly); a whole file that is not JSON lines (a
-    ``.rs`` source given by mistake) is one ``not_jsonl``. Compressed files (.gz, .zst)
-    are read too.
-    """
-    f = frange.file
-    if f.file_type != "jsonl":
-        yield None, Rejected(f.relpath, "not_jsonl", (
-            f"{f.file_type} input: --kind rust reads transcript JSON lines (.jsonl, optionally .gz/.zst); "
-            "record sources first with 'meap-data rust harvest SRC... --output FILE.jsonl'"))
-        return
-    try:
-        for item in json_lines(frange):
-            if isinstance(item, Rejected):
-                yield None, item
-                continue
-            where, record = item
-            problem = validate_record(record)
-            if problem is not None:
-                yield None, Rejected(where, "invalid_record", f"{problem}; see schemas/rust_transcript.schema.json")
-                continue
-            key = record["key"]
-            if record["timed_out"]:
-                yield None, Rejected(key, "timed_out", f"{where}: the compiler ran past {record.get('time_limit_s', '?')} s")
-            elif not record["diagnostics"]:
-                yield None, Rejected(key, "no_diagnostics", f"{where}: the compiler printed no diagnostics")
-            else:
-                yield record, None
-    except OSError as exc:
-        yield None, Rejected(f.relpath, "unreadable_file", f"{type(exc).__name__}: {exc}")
 
 
 class SplitRecords:

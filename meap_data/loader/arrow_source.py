@@ -17,7 +17,7 @@ import pyarrow as pa
 import pyarrow.compute as pc
 
 from .. import storage
-from ..errors import ChecksumError, MeapDataError
+from ..errors import ChecksumError, CorruptDatasetError, MeapDataError
 from ..sample_format import COLUMN, SAMPLE_SCHEMA, Spans
 from .rows import Rows, hex16_words, key_words
 
@@ -35,19 +35,19 @@ class ArrowShard:
             self._mm.seek(0)
             table = pa.ipc.open_stream(self._mm).read_all()
         except (pa.ArrowInvalid, OSError) as exc:
-            raise MeapDataError(
+            raise CorruptDatasetError(
                 f"shard {name}: not a readable Arrow IPC stream ({exc}); the file is corrupt or "
                 "truncated: run 'meap-data verify' on the dataset, then re-copy it or rerun prepare"
             ) from exc
         if not table.schema.equals(SAMPLE_SCHEMA):
-            raise MeapDataError(f"shard {name}: schema {table.schema} is not meap-data's sample schema")
+            raise CorruptDatasetError(f"shard {name}: schema {table.schema} is not meap-data's sample schema")
         if table.num_rows != samples:
-            raise MeapDataError(f"shard {name}: {table.num_rows} rows, the manifest says {samples}")
+            raise CorruptDatasetError(f"shard {name}: {table.num_rows} rows, the manifest says {samples}")
         for column in ("input_ids", "labels"):
             if table.num_rows:
                 low, high = pc.min_max(pc.list_value_length(table.column(column))).values()
                 if low.as_py() != seq_len or high.as_py() != seq_len:
-                    raise MeapDataError(f"shard {name}: {column} rows are not all {seq_len} tokens long; the shard is corrupt")
+                    raise CorruptDatasetError(f"shard {name}: {column} rows are not all {seq_len} tokens long; the shard is corrupt")
         self._whole = whole  # keeps the mapping alive for the views below
         self.words = np.frombuffer(whole, dtype=np.int32, count=size // 4)
         self.bytes = np.frombuffer(whole, dtype=np.uint8)
@@ -69,7 +69,7 @@ class ArrowShard:
                               kb[1].address, kb[2].address))
         at = np.array(addresses, dtype=np.int64).reshape(-1, 11) - base
         if (at[:, :10] % 4).any():
-            raise MeapDataError(f"shard {name}: buffers not aligned to 4 bytes; the shard is corrupt")
+            raise CorruptDatasetError(f"shard {name}: buffers not aligned to 4 bytes; the shard is corrupt")
         words_at = at // 4
         self.row0 = np.concatenate([[0], np.cumsum(rows_per_batch)]).astype(np.int64)
         # A row's tokens start at values + offsets[row]; rows are seq_len apart (checked above).

@@ -39,9 +39,9 @@ from typing import Iterator
 import numpy as np
 
 from .. import storage
-from ..errors import MeapDataError
+from ..errors import CorruptDatasetError, MeapDataError
 from ..manifest import DatasetManifest
-from ..sample_format import Spans
+from ..sample_format import IGNORE_INDEX, Spans
 from .arrow_source import ArrowSource
 from .order import REMAINDER_POLICIES, EpochOrder, batches_per_epoch, dataset_segments
 from .rows import BufferPool, Rows, key_words
@@ -175,6 +175,8 @@ class ShardLoader:
         if bad:
             raise MeapDataError(f"unknown fields {bad}; choose from {', '.join(ALL_FIELDS)}")
         self.path = path
+        self._manifest_file = storage.join(path, "manifest.json")
+        self._manifest_stamp = storage.fingerprint(self._manifest_file)
         self.manifest = manifest = DatasetManifest.read(path)
         check_dataset_files(path, manifest, format)
         self.format = format
@@ -220,6 +222,8 @@ class ShardLoader:
                 f"{world_size} ranks), so remainder='drop' leaves nothing: lower batch_size or pass remainder='wrap'"
             )
         self.rows_per_read = max(1, int(rows_per_read))
+        self._remote = storage.is_remote(path)
+        self.vocab_size = manifest.vocab_size
         self._source = None
         self._order_cache: tuple[int, EpochOrder] | None = None
         self._epoch = 0
@@ -260,7 +264,7 @@ class ShardLoader:
             "seed": self.seed,
             "shuffle": self.shuffle,
             "window_shards": self.window_shards,
-            "dataset": self.manifest.config_hash,
+            "dataset": self.manifest.content_id,
         }
 
     def load_state_dict(self, state: dict) -> None:
@@ -335,7 +339,16 @@ class ShardLoader:
             self._source = cls(self.path, self.manifest, self.verify_checksums)
         return self._source
 
+    def check_unchanged(self) -> None:
+        """Refuse to go on when the dataset was replaced (``prepare --overwrite``) or
+        removed after this loader opened it: old and new rows must never mix."""
+        if storage.fingerprint(self._manifest_file) != self._manifest_stamp:
+            raise CorruptDatasetError(
+                f"dataset {self.path!r} was replaced or removed while it was being loaded (its manifest.json "
+                "changed); restart the job (from its last checkpoint) once the new dataset is complete")
+
     def __iter__(self) -> Iterator[dict]:
+        self.check_unchanged()
         epoch, start = self._normalised()
         self._epoch, self._position = epoch, start
         order = self.order(epoch)
@@ -381,6 +394,8 @@ class ShardLoader:
 
     def _fetch(self, order: EpochOrder, positions: np.ndarray, reader: "_WindowReader | None",
                indices: np.ndarray | None = None) -> Rows:
+        if not self._remote:
+            self.check_unchanged()  # a stat per read: cheap locally
         n, L = len(positions), self.seq_len
         pool = self._pool
         remask = self.mask_rule is not None
@@ -411,12 +426,28 @@ class ShardLoader:
             cached = self._arange_cache = np.arange(size, dtype=np.int32)
         return cached[:size]
 
+    def _check_rows(self, rows: Rows) -> None:
+        """Cheap sanity checks of every read (min/max passes): ids inside the vocabulary,
+        labels ids or -100, lengths within the sample. A shard that passes its size check
+        but holds such rows was written by something else, or damaged in place."""
+        problem = None
+        if _bad_ids(rows.labels, self.vocab_size, ignore_ok=True):
+            problem = "labels outside the vocabulary (and not -100)"
+        elif rows.input_ids is not None and _bad_ids(rows.input_ids, self.vocab_size, ignore_ok=False):
+            problem = "input_ids outside the vocabulary"
+        elif len(rows) and (int(rows.lengths.max()) > self.seq_len or int(rows.lengths.min()) < 0):
+            problem = f"a length outside [0, {self.seq_len}]"
+        if problem:
+            raise CorruptDatasetError(f"dataset {self.path!r}: a read holds {problem} (vocabulary {self.vocab_size}); "
+                                      "the shards are damaged or not this manifest's: run 'meap-data verify'")
+
     def _make_batches(self, rows: Rows, epoch: int, count: int) -> list[dict]:
         """Cut ``rows`` (``count`` batches' worth) into batch dicts of numpy arrays."""
         L, B, n = self.seq_len, self.batch_size, len(rows)
         dt = self.dtype
         it = self.index_dtype
         fields = self.fields
+        self._check_rows(rows)
         labels = rows.labels
         if self.mask_rule is not None:
             masked = self.mask_rule.apply(
@@ -476,6 +507,20 @@ class ShardLoader:
                 batch["keys"] = list(rows.keys[a:b])
             out.append(batch)
         return out
+
+
+def _bad_ids(array: np.ndarray, vocab: int, ignore_ok: bool) -> bool:
+    """Any id at or above ``vocab``, or negative (besides -100 where ``ignore_ok``)."""
+    if array.size == 0:
+        return False
+    if int(array.max()) >= vocab:
+        return True
+    low = int(array.min())
+    if low >= 0:
+        return False
+    if not ignore_ok or low < IGNORE_INDEX:
+        return True
+    return bool(((array < 0) & (array > IGNORE_INDEX)).any())
 
 
 def _ramped_groups(count: int, largest: int) -> Iterator[tuple[int, int]]:

@@ -22,7 +22,7 @@ from typing import IO, Callable, Iterator
 import numpy as np
 
 from .. import storage
-from ..errors import ChecksumError, MeapDataError
+from ..errors import ChecksumError, CorruptDatasetError
 from ..sample_format import INPUT_IDS_MEMBER, LABELS_MEMBER, MEMBERS, META_MEMBER
 
 BLOCK = 512
@@ -30,7 +30,7 @@ BLOCK = 512
 _FIELD = {INPUT_IDS_MEMBER: "input_ids", LABELS_MEMBER: "labels", META_MEMBER: "json"}
 
 
-class TarFormatError(MeapDataError):
+class TarFormatError(CorruptDatasetError):
     """A tar shard that is truncated, corrupt, or holds members meap-data never writes."""
 
 
@@ -103,8 +103,16 @@ def _npy(data: bytes, where: str) -> np.ndarray:
     return np.frombuffer(data, dtype=dtype, count=count, offset=start).reshape(shape)
 
 
-def _octal(field: bytes) -> int:
+def _octal(field: bytes, shard: str, what: str) -> int:
+    """A ustar number: NUL- or space-terminated octal digits. Base-256 numbers (a first
+    byte with the high bit set) and anything else are refused: meap-data never writes
+    them, and a negative size would make a reader step backwards forever."""
+    if field[:1] and field[0] & 0x80:
+        raise TarFormatError(f"shard {shard}: a tar {what} in base-256 form; meap-data writes plain octal "
+                             f"headers: the shard is not ours or was tampered with")
     text = field.split(b"\0", 1)[0].strip()
+    if text and not all(48 <= c <= 55 for c in text):
+        raise TarFormatError(f"shard {shard}: tar {what} field {text[:12]!r} is not an octal number; {_fix_hint()}")
     return int(text, 8) if text else 0
 
 
@@ -177,7 +185,7 @@ def _parse(reader: _Reader, shard: str, wanted: Callable[[int], bool], expected_
         if header == b"\0" * BLOCK:
             ended = True
             break
-        stored = _octal(header[148:156])
+        stored = _octal(header[148:156], shard, "checksum")
         computed = sum(header[:148]) + 8 * 32 + sum(header[156:])
         if stored != computed:
             raise TarFormatError(f"shard {shard}: corrupt tar header at byte {reader.pos - BLOCK}; {_fix_hint()}")
@@ -193,7 +201,7 @@ def _parse(reader: _Reader, shard: str, wanted: Callable[[int], bool], expected_
         member_key, _, ext = name.partition(".")
         if ext not in MEMBERS:
             raise TarFormatError(f"shard {shard}: unexpected member {name!r}; samples hold {', '.join('KEY.' + m for m in MEMBERS)}")
-        size = _octal(header[124:136])
+        size = _octal(header[124:136], shard, "size")
         padded = -(-size // BLOCK) * BLOCK
         if member_key != key:
             finish_sample()

@@ -35,7 +35,7 @@ from meap_data.manifest import DatasetManifest
 from meap_data.progress import Progress
 from meap_data.rust.harvest import Toolchain, compile_source, find_toolchain
 from meap_data.rust.mutate import INFERENCE_CODES, OWNERSHIP_CODES
-from meap_data.rust.records import SCHEMA_VERSION, write_records
+from meap_data.rust.records import SCHEMA_VERSION, iter_records, primary_code, write_records
 from meap_data.rust.tests_run import file_tests
 from meap_data.sample_format import IGNORE_INDEX
 from meap_data.stats import Interval, McNemar, mcnemar, paired_bootstrap, pass_at_k
@@ -70,8 +70,6 @@ class Task:
 
     @property
     def code(self) -> str | None:
-        from meap_data.kinds.rust import primary_code
-
         return primary_code(self.record)
 
 
@@ -98,10 +96,12 @@ def prompts_of(manifest: DatasetManifest) -> dict[str, list[int]]:
     return out
 
 
+#: (kind, task) of the datasets this judge reads: prompts are broken programs.
+REPAIR_DATASET = ("rust", "repair")
+
+
 def records_by_key(paths: Iterable[str], keys: set[str]) -> dict[str, dict]:
     """The transcript records of ``paths`` whose key is in ``keys``."""
-    from meap_data.kinds.rust import iter_records
-
     found = {}
     for f in expand_inputs(list(paths)):
         for record, _ in iter_records(FileRange(f)):
@@ -112,7 +112,7 @@ def records_by_key(paths: Iterable[str], keys: set[str]) -> dict[str, dict]:
 
 def load_tasks(data: str, records: list[str] | None, limit: int | None) -> tuple[DatasetManifest, list[Task]]:
     manifest = DatasetManifest.read(data)
-    if manifest.kind != "rust" or manifest.config.get("task") != "repair":
+    if (manifest.kind, manifest.config.get("task")) != REPAIR_DATASET:
         raise MeapDataError(f"{data!r} is not a --kind rust --task repair dataset (it is kind {manifest.kind!r}, "
                             f"task {manifest.config.get('task')!r}); prepare one and pass its eval split, e.g. out/eval")
     if "arrow" not in manifest.formats:

@@ -18,9 +18,14 @@ from typing import Any, Iterable, Iterator
 
 import jsonschema
 
+from meap_data.documents import Rejected
 from meap_data.errors import MeapDataError
+from meap_data.inputs import FileRange
+from meap_data.readers import json_lines
 
 SCHEMA_VERSION = 1
+#: The primary code of a record whose diagnostics carry no code at all (parse errors).
+NO_CODE = "none"
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "rust_transcript.schema.json"
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -125,3 +130,54 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, 
                 yield number, record, None
             else:
                 yield number, None, f"{p}:{number}: {reason}"
+
+
+def primary_code(record: dict[str, Any]) -> str:
+    """The code a record is about: its first error's code, else the example's expected
+    code, else its first code of any level (a lint name), else :data:`NO_CODE`."""
+    diagnostics = record.get("diagnostics") or []
+    for d in diagnostics:
+        if str(d.get("level", "")).startswith("error") and d.get("code"):
+            return d["code"]
+    if record.get("expected_code"):
+        return record["expected_code"]
+    for d in diagnostics:
+        if d.get("code"):
+            return d["code"]
+    return NO_CODE
+
+
+def iter_records(frange: FileRange) -> Iterator[tuple[dict[str, Any] | None, Rejected | None]]:
+    """(record, None) for each usable record of one input range, (None, Rejected) else.
+
+    Reasons: ``invalid_utf8``, ``invalid_json``, ``invalid_record`` (fails the schema),
+    ``timed_out`` (the compiler ran past its limit: no output to learn from) and
+    ``no_diagnostics`` (it compiled cleanly); a whole file that is not JSON lines (a
+    ``.rs`` source given by mistake) is one ``not_jsonl``. Compressed files (.gz, .zst)
+    are read too.
+    """
+    f = frange.file
+    if f.file_type != "jsonl":
+        yield None, Rejected(f.relpath, "not_jsonl", (
+            f"{f.file_type} input: --kind rust reads transcript JSON lines (.jsonl, optionally .gz/.zst); "
+            "record sources first with 'meap-data rust harvest SRC... --output FILE.jsonl'"))
+        return
+    try:
+        for item in json_lines(frange):
+            if isinstance(item, Rejected):
+                yield None, item
+                continue
+            where, record = item
+            problem = validate_record(record)
+            if problem is not None:
+                yield None, Rejected(where, "invalid_record", f"{problem}; see schemas/rust_transcript.schema.json")
+                continue
+            key = record["key"]
+            if record["timed_out"]:
+                yield None, Rejected(key, "timed_out", f"{where}: the compiler ran past {record.get('time_limit_s', '?')} s")
+            elif not record["diagnostics"]:
+                yield None, Rejected(key, "no_diagnostics", f"{where}: the compiler printed no diagnostics")
+            else:
+                yield record, None
+    except OSError as exc:
+        yield None, Rejected(f.relpath, "unreadable_file", f"{type(exc).__name__}: {exc}")
