@@ -8,7 +8,7 @@ import logging
 import sys
 
 from . import __version__
-from .errors import MeapDataError, run_command
+from .errors import EXIT_CORRUPT, MeapDataError, interrupted, run_command
 from .kinds import get_kind, kind_names
 
 
@@ -108,7 +108,7 @@ def _cmd_verify(args) -> int:
         print(f"corrupt: {problem}", file=sys.stderr)
     if problems:
         print(f"error: dataset {args.dir} failed verification ({len(problems)} problems)", file=sys.stderr)
-        return 1
+        return EXIT_CORRUPT
     from .manifest import DatasetManifest
 
     m = DatasetManifest.read(args.dir)
@@ -224,7 +224,8 @@ def setup_logging(quiet: bool) -> None:
     warnings about optional cloud clients through the root logger)."""
     handler = logging.StreamHandler(sys.stderr)
     handler.setFormatter(logging.Formatter("%(asctime)s %(message)s", "%H:%M:%S"))
-    handler.addFilter(lambda r: r.name.startswith("meap_data") or r.levelno >= logging.ERROR)
+    # After Ctrl-C, Beam logs the interrupted DoFn's traceback: the one "interrupted" line says it all.
+    handler.addFilter(lambda r: (r.name.startswith("meap_data") or r.levelno >= logging.ERROR) and not interrupted())
     root = logging.getLogger()
     root.handlers[:] = [handler]
     root.setLevel(logging.WARNING)

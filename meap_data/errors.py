@@ -4,7 +4,9 @@ code of each kind of failure (README "Command line")."""
 from __future__ import annotations
 
 import os
+import signal
 import sys
+import threading
 from typing import Callable
 
 EXIT_BAD_INPUT = 2  # bad input or usage: the message says what to change
@@ -41,9 +43,25 @@ class BusyError(MeapDataError):
     exit_code = EXIT_BUSY
 
 
+_INTERRUPTED = threading.Event()
+
+
+def interrupted() -> bool:
+    """Whether Ctrl-C was pressed during :func:`run_command` (libraries such as Beam wrap
+    the KeyboardInterrupt in their own errors and log it; this tells it apart)."""
+    return _INTERRUPTED.is_set()
+
+
+def _on_sigint(signum, frame):
+    _INTERRUPTED.set()
+    raise KeyboardInterrupt
+
+
 def run_command(command: Callable[[], int]) -> int:
     """Run a CLI command: its exit code, or one ``error: ...`` line on stderr and the
     code of the failure, never a traceback (unless ``MEAP_DATA_DEBUG=1``)."""
+    if threading.current_thread() is threading.main_thread():
+        signal.signal(signal.SIGINT, _on_sigint)
     try:
         return command()
     except MeapDataError as exc:
@@ -59,6 +77,9 @@ def run_command(command: Callable[[], int]) -> int:
         os.dup2(devnull, sys.stdout.fileno())
         return EXIT_BROKEN_PIPE
     except Exception as exc:
+        if interrupted():  # a KeyboardInterrupt that a library wrapped on its way up
+            print("error: interrupted", file=sys.stderr)
+            return EXIT_INTERRUPTED
         if os.environ.get("MEAP_DATA_DEBUG"):
             raise
         print(f"error: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "

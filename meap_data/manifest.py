@@ -133,8 +133,11 @@ def read_manifest(directory: str) -> dict:
         )
     try:
         manifest = json.loads(storage.read_bytes(path))
-    except json.JSONDecodeError as exc:
+    except ValueError as exc:  # bad JSON or bad UTF-8
         raise CorruptDatasetError(f"{path!r} is not valid JSON ({exc}); the dataset is corrupt") from exc
+    if not isinstance(manifest, dict):
+        raise CorruptDatasetError(f"{path!r} holds a JSON {type(manifest).__name__}, not a manifest object; "
+                                  "the dataset is corrupt")
     if manifest.get("schema_version") != SCHEMA_VERSION:
         raise MeapDataError(
             f"{path!r} has schema_version {manifest.get('schema_version')!r}; this meap-data "

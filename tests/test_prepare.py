@@ -109,7 +109,7 @@ def test_verify_passes_then_catches_a_flipped_byte(dataset, tmp_path):
     problems = verify_dataset(copy)
     assert len(problems) == 1 and os.path.basename(shard) in problems[0] and "sha256" in problems[0]
     cli = subprocess.run([sys.executable, "-m", "meap_data", "verify", copy], capture_output=True, text=True, cwd=ROOT)
-    assert cli.returncode == 1 and os.path.basename(shard) in cli.stderr
+    assert cli.returncode == 3 and os.path.basename(shard) in cli.stderr
 
 
 def test_inspect_marks_masked_tokens(dataset):

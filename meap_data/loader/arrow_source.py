@@ -40,7 +40,10 @@ class ArrowShard:
                 "truncated: run 'meap-data verify' on the dataset, then re-copy it or rerun prepare"
             ) from exc
         if not table.schema.equals(SAMPLE_SCHEMA):
-            raise CorruptDatasetError(f"shard {name}: schema {table.schema} is not meap-data's sample schema")
+            diff = [f"{f.name}: {f.type}{'' if f.nullable else ' not null'}" for f in table.schema
+                    if f not in SAMPLE_SCHEMA] or [f"fields {table.schema.names}"]
+            raise CorruptDatasetError(f"shard {name}: not meap-data's sample schema ({'; '.join(diff)}, expected "
+                                      f"{SAMPLE_SCHEMA.names}); the shard is not ours or was rewritten")
         if table.num_rows != samples:
             raise CorruptDatasetError(f"shard {name}: {table.num_rows} rows, the manifest says {samples}")
         for column in ("input_ids", "labels"):
