@@ -176,3 +176,18 @@ def test_failed_upload_leaves_no_object(s3):
     assert not storage.exists(url)
     sha = storage.write_bytes_atomic(url, b"complete")
     assert storage.read_bytes(url) == b"complete" and len(sha) == 64
+
+
+def test_the_output_lock_is_exclusive_on_s3(s3, json_pkg_glob, tokenizer_path):
+    from meap_data.errors import BusyError
+    from meap_data.prepare import LOCK, OutputLock
+
+    lock = f"s3://{BUCKET}/locked/{LOCK}"
+    assert storage.create_exclusive(lock, b'{"pid": 1, "host": "elsewhere"}')
+    assert not storage.create_exclusive(lock, b"second")  # the server refuses the overwrite
+    assert s3.cat(lock.replace("s3://", "")) == b'{"pid": 1, "host": "elsewhere"}'
+    with pytest.raises(BusyError, match="pid 1 on elsewhere"):
+        run_prepare(_config(json_pkg_glob), f"s3://{BUCKET}/locked", tokenizer=tokenizer_path)
+    with OutputLock([f"s3://{BUCKET}/free"]):
+        assert s3.exists(f"{BUCKET}/free/{LOCK}")
+    assert not s3.exists(f"{BUCKET}/free/{LOCK}")
