@@ -204,6 +204,9 @@ def build_parser() -> argparse.ArgumentParser:
         register_rust(sub)
     _add_compare(sub)
     _add_plot(sub)
+    from .probe.cli import register as register_probe
+
+    register_probe(sub)
     _add_demo(sub)
     _quiet_everywhere(sub)
     return parser

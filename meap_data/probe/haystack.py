@@ -1,0 +1,96 @@
+"""The haystack: one long token stream the probe cuts its contexts from, with the
+tokenizer that made it. Default: the running Python's standard library source (present
+on every machine); or the clean tokens of a prepared meap-data dataset."""
+
+from __future__ import annotations
+
+import glob
+import os
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import MeapDataError
+
+#: Share of the stream held out: evaluation contexts and held-out loss come from it only.
+HELD_OUT_FRACTION = 0.1
+
+
+@dataclass
+class Haystack:
+    """``train`` / ``held_out``: int32 token streams; ``tokenizer``: a ``tokenizers``
+    Tokenizer; ``mask_id``/``eos_id``: its ``[MASK]`` and end-of-document ids;
+    ``vocab_size``: ids in the vocabulary; ``source``: where the text came from."""
+
+    train: np.ndarray
+    held_out: np.ndarray
+    tokenizer: object
+    mask_id: int
+    eos_id: int
+    vocab_size: int
+    source: str
+
+    def encode(self, text: str) -> np.ndarray:
+        """Ids of ``text`` alone (no special tokens), int32."""
+        return np.asarray(self.tokenizer.encode(text, add_special_tokens=False).ids, dtype=np.int32)
+
+
+def _split(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    cut = int(len(stream) * (1 - HELD_OUT_FRACTION))
+    return stream[:cut], stream[cut:]
+
+
+def stdlib_haystack(max_chars: int = 12_000_000, vocab_size: int = 4096) -> Haystack:
+    """The standard library's top-level modules (sorted, up to ``max_chars`` characters),
+    with a byte-level BPE of ``vocab_size`` tokens trained on them (about 10 s)."""
+    from ..demo import stdlib_dir
+    from ..tokenizer import prepare_tokenizer, train_bpe
+
+    texts, total = [], 0
+    for path in sorted(glob.glob(os.path.join(stdlib_dir(), "*.py"))):
+        with open(path, encoding="utf-8", errors="replace") as f:
+            texts.append(f.read())
+        total += len(texts[-1])
+        if total >= max_chars:
+            break
+    info = prepare_tokenizer(train_bpe(texts, vocab_size))
+    tok = info.build()
+    ids = []
+    for enc in tok.encode_batch(texts, add_special_tokens=False):
+        ids.extend(enc.ids)
+        ids.append(info.eos_token_id)
+    train, held_out = _split(np.asarray(ids, dtype=np.int32))
+    return Haystack(train, held_out, tok, info.mask_token_id, info.eos_token_id, info.vocab_size,
+                    f"Python standard library ({len(texts)} modules, {total / 1e6:.1f} M characters)")
+
+
+def dataset_haystack(directory: str, max_tokens: int = 50_000_000) -> Haystack:
+    """The clean tokens (labels, padding dropped) of a prepared dataset's Arrow shards,
+    in dataset order, up to ``max_tokens``; the dataset's own tokenizer."""
+    import pyarrow as pa
+    from tokenizers import Tokenizer
+
+    from .. import storage
+    from ..manifest import DatasetManifest
+    from ..sample_format import IGNORE_INDEX
+
+    manifest = DatasetManifest.read(directory)
+    if "arrow" not in manifest.formats:
+        raise MeapDataError(f"--haystack {directory!r} has no Arrow shards; prepare it with --format arrow")
+    parts, total = [], 0
+    for entry in manifest.shards("arrow"):
+        with storage.open_read(storage.join(directory, entry["path"])) as f:
+            labels = pa.ipc.open_stream(f).read_all().column("labels").combine_chunks()
+        flat = labels.values.to_numpy()
+        flat = flat[flat != IGNORE_INDEX].astype(np.int32)
+        parts.append(flat)
+        total += len(flat)
+        if total >= max_tokens:
+            break
+    stream = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
+    if len(stream) < 100_000:
+        raise MeapDataError(f"--haystack {directory!r} holds {len(stream)} tokens; the probe needs at least "
+                            "100,000 to cut contexts from")
+    train, held_out = _split(stream)
+    return Haystack(train, held_out, Tokenizer.from_str(manifest.tokenizer_json), manifest.mask_token_id,
+                    manifest.eos_token_id, manifest.vocab_size, f"dataset {directory} ({len(stream):,} tokens)")
