@@ -19,6 +19,7 @@ _HELP = {
     "seeds": "paired seeds", "eval_seed": "seed of the evaluation contexts", "device": "auto, cpu or cuda[:N]",
     "jobs": "seeds trained at once, one process each (gpu preset: 8 on one GPU)",
     "heldout_batches": "batches of clean held-out text for the held-out loss",
+    "vocab_size": "tokens of the BPE trained on the default haystack (ignored with --haystack)",
 }
 
 

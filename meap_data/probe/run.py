@@ -17,8 +17,8 @@ from .train import ProbeConfig, evaluation_examples, train_seed
 log = logging.getLogger("meap_data.probe")
 
 
-def load_haystack(directory: str | None) -> Haystack:
-    return dataset_haystack(directory) if directory else stdlib_haystack()
+def load_haystack(directory: str | None, vocab_size: int = 4096) -> Haystack:
+    return dataset_haystack(directory) if directory else stdlib_haystack(vocab_size=vocab_size)
 
 
 def _seed_job(cfg: ProbeConfig, haystack_dir: str | None, seed: int, threads: int):
@@ -26,7 +26,7 @@ def _seed_job(cfg: ProbeConfig, haystack_dir: str | None, seed: int, threads: in
 
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    return train_seed(cfg, load_haystack(haystack_dir), seed, log=log.info)
+    return train_seed(cfg, load_haystack(haystack_dir, cfg.vocab_size), seed, log=log.info)
 
 
 def run_probe(cfg: ProbeConfig, output: str, haystack_dir: str | None = None) -> dict:
@@ -40,7 +40,7 @@ def run_probe(cfg: ProbeConfig, output: str, haystack_dir: str | None = None) ->
     if os.path.exists(os.path.join(output, "report.json")):
         raise MeapDataError(f"{output!r} already holds a probe report; choose another --output or remove it")
     started = time.perf_counter()
-    haystack = load_haystack(haystack_dir)
+    haystack = load_haystack(haystack_dir, cfg.vocab_size)
     evals = evaluation_examples(cfg, haystack)
     log.info("probe: %s; %d seeds x %s, %d steps each, %d evaluation contexts", haystack.source, cfg.seeds,
              "/".join(cfg.objectives), cfg.steps, len(evals))
