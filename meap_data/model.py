@@ -197,6 +197,17 @@ def next_token_loss(logits: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
     return total / (targets != IGNORE_INDEX).sum().clamp(min=1)
 
 
+def cosine_lr(step: int, peak: float, warmup: int, total: int, floor: float) -> float:
+    """Learning rate for optimiser step ``step`` (0-based): linear warmup to ``peak`` over
+    ``warmup`` steps, then cosine down to ``floor`` at step ``total`` (and ``floor`` after)."""
+    if step < warmup:
+        return peak * (step + 1) / warmup
+    if step >= total:
+        return floor
+    progress = (step - warmup) / max(1, total - warmup)
+    return floor + 0.5 * (1.0 + math.cos(math.pi * progress)) * (peak - floor)
+
+
 def adamw(model: nn.Module, lr: float, weight_decay: float, betas: tuple[float, float]) -> torch.optim.AdamW:
     """AdamW with weight decay on matrices only (not on norm gains and biases). The fused
     kernel exists on CPU and CUDA alike, so both take the same path."""

@@ -48,7 +48,6 @@ import argparse
 import copy
 import dataclasses
 import json
-import math
 import os
 import random
 import sys
@@ -65,7 +64,7 @@ from .errors import MeapDataError, run_command
 from .loader import ShardDataLoader, ShardIterableDataset, ShardLoader
 from .manifest import DatasetManifest
 from .masking import MaskRule
-from .model import GPT, ModelConfig, flops_per_token, mfu, peak_flops
+from .model import GPT, ModelConfig, cosine_lr, flops_per_token, mfu, peak_flops
 from .sample_format import IGNORE_INDEX
 
 CHECKPOINT = "ckpt.pt"
@@ -245,12 +244,7 @@ def lr_at(step: int, cfg: TrainConfig) -> float:
     """Learning rate for optimiser step ``step`` (0-based): linear warmup over
     ``--warmup-steps``, then cosine from ``--lr`` down to ``--min-lr`` at ``--max-steps``."""
     min_lr = cfg.lr / 10 if cfg.min_lr is None else cfg.min_lr
-    if step < cfg.warmup_steps:
-        return cfg.lr * (step + 1) / cfg.warmup_steps
-    if step >= cfg.max_steps:
-        return min_lr
-    progress = (step - cfg.warmup_steps) / max(1, cfg.max_steps - cfg.warmup_steps)
-    return min_lr + 0.5 * (1.0 + math.cos(math.pi * progress)) * (cfg.lr - min_lr)
+    return cosine_lr(step, cfg.lr, cfg.warmup_steps, cfg.max_steps, min_lr)
 
 
 def _numpy(value) -> np.ndarray | None:

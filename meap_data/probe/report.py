@@ -47,9 +47,10 @@ def summarize(cfg: ProbeConfig, results: list[ObjectiveResult], evals: Examples,
     for objective in cfg.objectives:
         mine = [runs[(objective, s)] for s in seeds]
         per_seed = [accuracy(np.array(r.outcomes), evals) for r in mine]
+        seed_depths = [by_depth(np.array(r.outcomes), evals) for r in mine]  # once per run
         depth_rows = {}
         for depth in cfg.depths:
-            values = [by_depth(np.array(r.outcomes), evals)[float(depth)] for r in mine]
+            values = [d[float(depth)] for d in seed_depths]
             accs = [v.accuracy for v in values]
             depth_rows[str(depth)] = {
                 "accuracy": float(np.mean(accs)),

@@ -153,14 +153,6 @@ def corrupt(objective: str, ids: np.ndarray, haystack: Haystack, cfg: ProbeConfi
     return noisy
 
 
-def lr_at(step: int, cfg: ProbeConfig) -> float:
-    """Linear warmup, then cosine to lr / 10 at the last step."""
-    if step < cfg.warmup:
-        return cfg.lr * (step + 1) / cfg.warmup
-    progress = (step - cfg.warmup) / max(1, cfg.steps - cfg.warmup)
-    return cfg.lr / 10 + 0.5 * (1 + math.cos(math.pi * progress)) * (cfg.lr - cfg.lr / 10)
-
-
 def predictor(model, device: str) -> Callable[[np.ndarray], np.ndarray]:
     """``ids -> argmax next-token predictions`` of ``model`` (clean inputs, eval mode)."""
     import torch
@@ -209,7 +201,7 @@ def train_objective(objective: str, cfg: ProbeConfig, haystack: Haystack, seed: 
     clean_ids, inputs)`` sees every batch (tests use it to check the pairing)."""
     import torch
 
-    from ..model import adamw
+    from ..model import adamw, cosine_lr
 
     device = pick_device(cfg.device)
     model = init_model(cfg, haystack.vocab_size, seed).to(device)
@@ -223,7 +215,7 @@ def train_objective(objective: str, cfg: ProbeConfig, haystack: Haystack, seed: 
         if on_batch is not None:
             on_batch(objective, step, ids, inputs)
         for group in optimizer.param_groups:
-            group["lr"] = lr_at(step, cfg)
+            group["lr"] = cosine_lr(step, cfg.lr, cfg.warmup, cfg.steps, cfg.lr / 10)
         x = torch.as_tensor(inputs, dtype=torch.long, device=device)
         y = torch.as_tensor(ids, dtype=torch.long, device=device)
         with _autocast(device):
