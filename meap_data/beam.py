@@ -10,6 +10,8 @@ No token data is shuffled; only unit descriptions and small counts cross workers
 
 from __future__ import annotations
 
+import json
+
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
@@ -38,8 +40,8 @@ class ProcessUnitFn(beam.DoFn):
         kind = get_kind(self.config.kind)
         self._processor = kind.make_processor(self.config, self.tokenizer, self.output_dir, self.total_units)
 
-    def process(self, unit_json: dict):
-        result = self._processor.process(WorkUnit.from_json(unit_json))
+    def process(self, unit_json: str):
+        result = self._processor.process(WorkUnit.from_json(json.loads(unit_json)))
         self._docs_read.inc(result.documents_read)
         self._docs_rejected.inc(sum(result.rejected.values()))
         self._tokens.inc(result.tokens)
@@ -76,7 +78,9 @@ class PrepareShards(beam.PTransform):
     def expand(self, pbegin):
         return (
             pbegin
-            | "PlanUnits" >> beam.Create([u.to_json() for u in self.units])
+            # As JSON text: Beam infers a Create's element type by walking every element,
+            # which for dicts listing thousands of input files took seconds.
+            | "PlanUnits" >> beam.Create([json.dumps(u.to_json()) for u in self.units])
             | "SpreadOverWorkers" >> beam.Reshuffle()
             | "TokenizeMaskWriteShard"
             >> beam.ParDo(ProcessUnitFn(self.config, self.tokenizer, self.output_dir, len(self.units)))

@@ -28,6 +28,10 @@ def _add_prepare(sub) -> None:
     p.add_argument("--kind", choices=kind_names(), default="text", help="input kind (default: text)")
     p.add_argument("--tokenizer", metavar="PATH_OR_NAME",
                    help="tokenizer.json path or hub name; default: train a byte-level BPE on the inputs")
+    p.add_argument("--tokenizer-backend", choices=("auto", "hf", "fastokens"), default="auto",
+                   help="who encodes: fastokens (fast) or Hugging Face tokenizers; auto (default) uses "
+                   "fastokens when it loads the tokenizer and reproduces tokenizers' ids on a self-check "
+                   "and on a sample of the inputs, else tokenizers. Shards are identical either way")
     p.add_argument("--eos-token", help="end-of-document token (added when absent; default: detected, else <|endoftext|>)")
     p.add_argument("--text-field", default="text", help="field holding the text in JSON/Parquet/datasets rows (default: text)")
     p.add_argument("--seq-len", type=int, default=2048, help="tokens per sample (default: 2048)")
@@ -78,7 +82,8 @@ def _cmd_prepare(args, beam_args: list[str]) -> int:
     if args.bos_token and not args.add_bos:
         raise MeapDataError("--bos-token names the token --add-bos adds; pass --add-bos too")
     outcome = run_prepare(config, args.output, args.tokenizer, beam_args, args.overwrite, args.eos_token,
-                          bos_token=args.bos_token, progress=None if args.quiet else "stderr")
+                          bos_token=args.bos_token, progress=None if args.quiet else "stderr",
+                          tokenizer_backend=args.tokenizer_backend)
     for name, part in outcome.datasets.items():
         if len(outcome.datasets) > 1:
             print(f"== {name}: {kind.describe(part.manifest)}")

@@ -7,6 +7,7 @@ tokenizer, each with its own manifest, so the loader and ``verify`` take either 
 
 from __future__ import annotations
 
+import dataclasses
 import json
 import logging
 import os
@@ -18,6 +19,7 @@ from dataclasses import dataclass, field
 
 from . import storage
 from .config import PrepareConfig
+from .encoders import RUN_SAMPLE_CHARS, choose_backend
 from .errors import BusyError, MeapDataError
 from .inputs import expand_inputs, plan_units
 from .hf_files import CARD, SPECIAL_TOKENS_MAP, TOKENIZER_CONFIG, dataset_card, parent_card, tokenizer_files
@@ -152,6 +154,18 @@ def resolve_tokenizer(spec: str | None, files, config: PrepareConfig, eos_token:
     return prepare_tokenizer(tok, eos_token=eos_token, add_bos=config.add_bos, bos_token=bos_token)
 
 
+def run_sample(files, config: PrepareConfig, max_chars: int = RUN_SAMPLE_CHARS, spread: int = 8) -> list[str]:
+    """Texts of the run's own inputs for the tokenizer backend's check: the first
+    documents of up to ``spread`` files spaced evenly over the inputs, about
+    ``max_chars / spread`` characters from each."""
+    if not files:
+        return []
+    picks = files[:: -(-len(files) // spread)]
+    per_file = max(1, max_chars // len(picks))
+    kind = get_kind(config.kind)
+    return [text[:per_file] for f in picks for text in iter_training_texts(kind.training_documents([f], config), per_file)]
+
+
 class ShardWatcher:
     """Progress of a running pipeline, whatever the runner: a thread counts the finished
     shard files (they appear atomically, one per work unit) in every target's first
@@ -197,10 +211,13 @@ def run_prepare(
     eos_token: str | None = None,
     bos_token: str | None = None,
     progress=None,
+    tokenizer_backend: str = "auto",
 ) -> PrepareOutcome:
-    """Run the whole prepare job; returns the manifests and run facts (timings, host).
-    ``progress``: where shard progress goes: ``"stderr"`` (a tqdm bar on a terminal, as
-    the CLI does), a callable taking a line, or None (default: nowhere, as befits a library)."""
+    """Run the whole prepare job; returns the manifests and run facts (timings, host,
+    tokenizer backend). ``progress``: where shard progress goes: ``"stderr"`` (a tqdm bar
+    on a terminal, as the CLI does), a callable taking a line, or None (default: nowhere,
+    as befits a library). ``tokenizer_backend``: ``auto``, ``hf`` or ``fastokens`` (see
+    :func:`meap_data.encoders.choose_backend`); the shards are the same whichever runs."""
     config = resolve_config(config)
     started = time.perf_counter()
     files = expand_inputs(list(config.inputs))
@@ -213,16 +230,19 @@ def run_prepare(
     # One writer at a time: a second run into the same directory fails before touching it.
     with OutputLock([t.directory for t in targets]):
         return _write_datasets(config, output_dir, targets, files, units, input_bytes, started, tokenizer,
-                               beam_args, overwrite, eos_token, bos_token, progress)
+                               beam_args, overwrite, eos_token, bos_token, progress, tokenizer_backend)
 
 
 def _write_datasets(config, output_dir, targets, files, units, input_bytes, started, tokenizer, beam_args,
-                    overwrite, eos_token, bos_token, progress) -> PrepareOutcome:
+                    overwrite, eos_token, bos_token, progress, tokenizer_backend) -> PrepareOutcome:
     from .beam import PrepareShards, make_pipeline
 
     for target in targets:
         prepare_output_dir(target.directory, overwrite)
     info = resolve_tokenizer(tokenizer, files, config, eos_token, bos_token=bos_token)
+    sample = run_sample(files, config) if tokenizer_backend != "hf" else []
+    backend = choose_backend(info.json, tokenizer_backend, sample)
+    info = dataclasses.replace(info, backend=backend.backend)
     for target in targets:
         storage.write_bytes_atomic(storage.join(target.directory, "tokenizer.json"), info.json.encode("utf-8"))
         for name, data in tokenizer_files(info, config.seq_len).items():
@@ -254,6 +274,7 @@ def _write_datasets(config, output_dir, targets, files, units, input_bytes, star
             "tokens_per_second": round(manifest.counts["tokens"] / max(seconds, 1e-9), 1),
             "input_bytes": input_bytes,
             "beam_args": beam_args or [],
+            "tokenizer_backend": backend.to_json(),
             "host": platform.node(),
             "python": sys.version.split()[0],
             "cpu_count": os.cpu_count(),

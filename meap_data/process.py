@@ -4,7 +4,7 @@ data kind.
 :class:`UnitProcessor` holds what every kind shares: the tokenizer (built once per
 worker), the mask rule, the mask-then-write step and the dead letters.
 :class:`PackedDocumentsProcessor` is the pre-training path, read -> tokenize
-(``encode_batch_fast``, multi-threaded in Rust) -> pack -> mask -> write, over the
+(:mod:`meap_data.encoders`, multi-threaded in Rust) -> pack -> mask -> write, over the
 documents a kind reads. Beam runs a processor per unit (:mod:`meap_data.beam`); tests
 and small jobs call it directly.
 """
@@ -156,10 +156,8 @@ class UnitProcessor:
         self.output_dir = output_dir
         self.total_units = total_units
         self.rule = rule
-        self.tokenizer = tokenizer.build()
-        # "[MASK]" or "<|endoftext|>" written inside a document is text, not the special
-        # token: otherwise a raw document could put the mask id among the clean labels.
-        self.tokenizer.encode_special_tokens = True
+        # Special-token text inside a document encodes as text (see meap_data.encoders).
+        self.encoder = tokenizer.encoder()
 
     def process(self, unit: WorkUnit) -> UnitResult:
         raise NotImplementedError
@@ -228,11 +226,11 @@ class PackedDocumentsProcessor(UnitProcessor):
     def _encode(self, docs: list[Document]) -> list[np.ndarray]:
         if not docs:
             return []
-        # encode_batch_fast skips character offsets (unused here): same ids, about a third
-        # less CPU per token than encode_batch. Older tokenizers lack it.
-        encode = getattr(self.tokenizer, "encode_batch_fast", self.tokenizer.encode_batch)
+        encode = self.encoder.encode
         small = [d.text for d in docs if len(d.text) <= MAX_ENCODE_CHARS]
-        encoded = iter(np.asarray(e.ids, dtype=np.int32) for e in encode(small, add_special_tokens=False))
+        if len(small) == len(docs):
+            return encode(small)
+        encoded = iter(encode(small))
         out = []
         for d in docs:
             if len(d.text) <= MAX_ENCODE_CHARS:
@@ -240,15 +238,14 @@ class PackedDocumentsProcessor(UnitProcessor):
             else:
                 # A huge document: bounded pieces, one call each (see split_for_encoding
                 # for why the ids equal whole-text encoding).
-                out.append(np.concatenate([np.asarray(e.ids, dtype=np.int32) for piece in
-                                           split_for_encoding(d.text, MAX_ENCODE_CHARS)
-                                           for e in encode([piece], add_special_tokens=False)]))
+                out.append(np.concatenate([ids for piece in split_for_encoding(d.text, MAX_ENCODE_CHARS)
+                                           for ids in encode([piece])]))
         return out
 
     def process(self, unit: WorkUnit) -> UnitResult:
         """Write unit ``unit.index``'s shard(s) and dead letters; return its counts.
 
-        Reading and tokenizing run one batch ahead in a thread (``encode_batch`` releases
+        Reading and tokenizing run one batch ahead in a thread (both encoders release
         the GIL), overlapping packing, masking and writing of the previous batch.
         """
         started = time.perf_counter()

@@ -271,8 +271,9 @@ def json_lines(frange: FileRange) -> Iterator[tuple[str, object] | Rejected]:
     """``(where, parsed value)`` per JSON line of the range (``where`` = ``relpath:line``),
     or a :class:`Rejected` for a line that is not UTF-8, not JSON, nested too deeply or
     longer than :data:`MAX_RECORD_BYTES`, and one for the lost tail of a truncated or
-    corrupt compressed file. Blank lines are skipped. ``escapes`` in the result: whether
-    the line held ``\\u`` escapes (its strings may then hold unpaired surrogates)."""
+    corrupt compressed file. Blank lines are skipped. ``(where, value, surrogates)``:
+    ``surrogates`` says whether the line holds a ``\\uD...`` escape, the only way its
+    strings can hold an unpaired surrogate (so only those need the costly check)."""
     f = frange.file
     number = 0
     try:
@@ -290,7 +291,7 @@ def json_lines(frange: FileRange) -> Iterator[tuple[str, object] | Rejected]:
                 yield Rejected(where, "invalid_utf8", f"byte {exc.start} of the line: {exc.reason}")
                 continue
             try:
-                yield where, json.loads(text)
+                yield where, json.loads(text), b"\\ud" in line or b"\\uD" in line
             except json.JSONDecodeError as exc:
                 yield Rejected(where, "invalid_json", f"{exc.msg} at column {exc.colno}")
             except RecursionError:
@@ -362,9 +363,8 @@ def _read_jsonl(frange: FileRange, text_field: str) -> Iterator[Document | Rejec
         if isinstance(item, Rejected):
             yield item
         else:
-            where, record = item
-            # Only strings from \u escapes can hold unpaired surrogates: check those.
-            yield _record_to_doc(record, text_field, where, escapes=True)
+            where, record, surrogates = item
+            yield _record_to_doc(record, text_field, where, escapes=surrogates)
 
 
 def _read_text(frange: FileRange) -> Iterator[Document | Rejected]:

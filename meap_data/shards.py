@@ -11,8 +11,8 @@ from __future__ import annotations
 
 import io
 import json
-import tarfile
 from contextlib import ExitStack
+from functools import lru_cache
 
 import numpy as np
 import pyarrow as pa
@@ -41,10 +41,55 @@ def _list_array(rows: np.ndarray) -> pa.Array:
     return pa.ListArray.from_arrays(offsets, pa.array(np.ascontiguousarray(rows).reshape(-1)))
 
 
-def _npy_bytes(array: np.ndarray) -> bytes:
+@lru_cache(maxsize=16)
+def _npy_header(dtype: str, shape: tuple[int, ...]) -> bytes:
+    """The ``.npy`` header ``np.save`` writes before a C-ordered array of this dtype and
+    shape (the data follows as raw bytes), so a row needs no ``np.save`` call."""
     buf = io.BytesIO()
-    np.save(buf, array, allow_pickle=False)
-    return buf.getvalue()
+    np.save(buf, np.zeros(shape, dtype=np.dtype(dtype)), allow_pickle=False)
+    return buf.getvalue()[: -np.dtype(dtype).itemsize * int(np.prod(shape))]
+
+
+TAR_BLOCK = 512
+TAR_RECORD = 20 * TAR_BLOCK  # tar pads its end to a multiple of this (tarfile.RECORDSIZE)
+# A USTAR member header as tarfile writes ours (mode 644, uid/gid 0, no owner names,
+# mtime 0, a regular file, so no device numbers), with an empty name and size and the
+# checksum field blank.
+_USTAR = bytearray(TAR_BLOCK)
+for _at, _field in ((100, b"0000644\0"), (108, b"0000000\0"), (116, b"0000000\0"), (136, b"00000000000\0"),
+                    (148, b" " * 8), (156, b"0"), (257, b"ustar\x0000")):
+    _USTAR[_at : _at + len(_field)] = _field
+_USTAR = bytes(_USTAR)
+_USTAR_SUM = sum(_USTAR)
+
+
+def ustar_header(name: str, size: int) -> bytes:
+    """The 512-byte USTAR header of a regular file ``name`` (ASCII, at most 100 bytes) of
+    ``size`` bytes: byte for byte what ``tarfile`` writes for our members, without its
+    per-member Python objects (tested against ``tarfile``)."""
+    raw = name.encode("ascii")
+    if len(raw) > 100:
+        raise ValueError(f"tar member name over 100 bytes: {name!r}")
+    size_field = b"%011o\0" % size
+    # The checksum: the sum of the header's bytes, its own field counted as spaces.
+    checksum = b"%06o\0" % (_USTAR_SUM + sum(raw) + sum(size_field))
+    return b"".join((raw, _USTAR[len(raw) : 124], size_field, _USTAR[136:148], checksum, _USTAR[155:]))
+
+
+def _tar_member(parts: list, name: str, payload: list) -> None:
+    """Append member ``name`` (header, payload pieces, padding) to ``parts``."""
+    size = sum(len(p) if isinstance(p, bytes) else p.nbytes for p in payload)
+    parts.append(ustar_header(name, size))
+    parts.extend(payload)
+    if size % TAR_BLOCK:
+        parts.append(bytes(TAR_BLOCK - size % TAR_BLOCK))
+
+
+def meta_json(key: str, doc_offsets, doc_keys, length: int, mask_span) -> bytes:
+    """``KEY.json``: what ``json.dumps(meta, sort_keys=True)`` gives, built directly."""
+    return (f'{{"doc_keys": {json.dumps(list(doc_keys))}, "doc_offsets": [{", ".join(map(str, doc_offsets))}], '
+            f'"key": {json.dumps(key)}, "length": {int(length)}, "mask_span": [{", ".join(map(str, mask_span))}]}}'
+            ).encode("ascii")
 
 
 class ShardWriter:
@@ -65,7 +110,7 @@ class ShardWriter:
         if "webdataset" in formats:
             rel = f"{WEBDATASET_DIR}/{webdataset_shard_name(index)}"
             raw = self._stack.enter_context(storage.atomic_writer(storage.join(directory, rel)))
-            self._tar = tarfile.open(fileobj=raw, mode="w|", format=tarfile.USTAR_FORMAT)
+            self._tar = raw
             self._files["webdataset"] = (rel, raw)
 
     def write(self, rows: SampleRows) -> None:
@@ -76,20 +121,25 @@ class ShardWriter:
             while self._pending_rows >= ARROW_BATCH_ROWS:
                 self._flush_arrow(ARROW_BATCH_ROWS)
         if "webdataset" in self.formats:
-            for r, (key, meta) in enumerate(zip(rows.keys, rows.metas())):
-                self._add_member(member_name(key, INPUT_IDS_MEMBER), _npy_bytes(rows.input_ids[r]))
-                self._add_member(member_name(key, LABELS_MEMBER), _npy_bytes(rows.labels[r]))
-                self._add_member(member_name(key, META_MEMBER), json.dumps(meta, sort_keys=True).encode())
+            self._tar.write(b"".join(self._tar_members(rows)))
         self.samples += len(rows)
 
-    def _add_member(self, name: str, data: bytes) -> None:
-        info = tarfile.TarInfo(name)
-        info.size = len(data)
-        info.mtime = 0
-        info.mode = 0o644
-        info.uid = info.gid = 0
-        info.uname = info.gname = ""
-        self._tar.addfile(info, io.BytesIO(data))
+    @staticmethod
+    def _tar_members(rows: SampleRows) -> list:
+        """The tar members of ``rows`` in order: ``.npy`` of input ids and labels (no
+        pickle), then ``KEY.json``."""
+        inputs = np.ascontiguousarray(rows.input_ids)
+        labels = np.ascontiguousarray(rows.labels)
+        npy = _npy_header(inputs.dtype.str, inputs.shape[1:])
+        spans = rows.mask_spans.lists()
+        parts: list = []
+        for r, key in enumerate(rows.keys):
+            _tar_member(parts, member_name(key, INPUT_IDS_MEMBER), [npy, inputs[r].data])
+            _tar_member(parts, member_name(key, LABELS_MEMBER), [_npy_header(labels.dtype.str, labels.shape[1:]),
+                                                                  labels[r].data])
+            _tar_member(parts, member_name(key, META_MEMBER), [meta_json(
+                key, rows.doc_offsets[r], rows.doc_keys[r], rows.lengths[r], spans[r])])
+        return parts
 
     def _flush_arrow(self, rows: int) -> None:
         if not self._pending:
@@ -126,7 +176,9 @@ class ShardWriter:
                 self._arrow.write_batch(pa.RecordBatch.from_pylist([], schema=SAMPLE_SCHEMA))
             self._arrow.close()
         if "webdataset" in self.formats:
-            self._tar.close()
+            # The end of archive: two zero blocks, then zeros to a whole record (as tarfile).
+            end = self._tar.bytes_written + 2 * TAR_BLOCK
+            self._tar.write(bytes(2 * TAR_BLOCK + (-end) % TAR_RECORD))
         self._stack.close()
         return {
             fmt: {"path": rel, "bytes": raw.bytes_written, "sha256": raw.sha256(), "samples": self.samples}

@@ -122,22 +122,91 @@ def size(path: str) -> int:
 
 
 class HashingWriter:
-    """A write-only file wrapper that counts bytes and computes their sha256."""
+    """A write-only file wrapper that counts bytes and computes their sha256.
+
+    Writes are gathered into chunks of :data:`CHUNK_BYTES`; a background thread hashes
+    and writes each full chunk (``hashlib`` and file writes release the GIL on large
+    buffers), so the caller goes on packing and masking meanwhile. At most
+    :data:`QUEUED_CHUNKS` chunks wait, which bounds the memory. :meth:`finish` drains
+    (the atomic writer calls it before the file is committed); an error in the thread is
+    raised by the next call.
+    """
+
+    CHUNK_BYTES = 4 << 20
+    QUEUED_CHUNKS = 2
 
     def __init__(self, raw: IO[bytes]):
         self._raw = raw
         self._hash = hashlib.sha256()
         self.bytes_written = 0
+        self._buffer = bytearray()
+        self._queue = None
+        self._thread = None
+        self._error: BaseException | None = None
 
     def write(self, data) -> int:
-        view = memoryview(data)
-        self._raw.write(view)
-        self._hash.update(view)
-        self.bytes_written += view.nbytes
-        return view.nbytes
+        view = memoryview(data).cast("B")
+        n = view.nbytes
+        if self._error is not None:
+            raise self._error
+        if not self._buffer and n >= self.CHUNK_BYTES:
+            self._submit(bytes(view))  # a copy: the caller may reuse its buffer
+        else:
+            self._buffer += view
+            if len(self._buffer) >= self.CHUNK_BYTES:
+                self._submit_buffer()
+        self.bytes_written += n
+        return n
+
+    def _submit_buffer(self) -> None:
+        if self._buffer:
+            chunk, self._buffer = self._buffer, bytearray()
+            self._submit(chunk)
+
+    def _submit(self, chunk) -> None:
+        if self._thread is None:
+            import queue
+            import threading
+
+            self._queue = queue.Queue(maxsize=self.QUEUED_CHUNKS)
+            self._thread = threading.Thread(target=self._drain, name="meap-data-writer", daemon=True)
+            self._thread.start()
+        self._queue.put(chunk)
+
+    def _drain(self) -> None:
+        while True:
+            chunk = self._queue.get()
+            if chunk is None:
+                return
+            if self._error is not None:
+                continue  # keep taking chunks so the producer never blocks
+            try:
+                self._hash.update(chunk)
+                self._raw.write(chunk)
+            except BaseException as exc:  # raised in the caller's thread
+                self._error = exc
+
+    def _stop(self) -> None:
+        if self._thread is not None:
+            self._queue.put(None)
+            self._thread.join()
+            self._thread = None
+
+    def finish(self) -> None:
+        """Hash and write everything written so far; raises an error the thread met."""
+        self._submit_buffer()
+        self._stop()
+        if self._error is not None:
+            raise self._error
+
+    def discard(self) -> None:
+        """Stop the thread, dropping what is not written yet (the file is abandoned)."""
+        self._buffer = bytearray()
+        self._error = self._error or RuntimeError("discarded")
+        self._stop()
 
     def flush(self) -> None:
-        self._raw.flush()
+        self._submit_buffer()
 
     def tell(self) -> int:
         return self.bytes_written
@@ -147,6 +216,9 @@ class HashingWriter:
         return False
 
     def sha256(self) -> str:
+        """The sha256 of every byte written (call after :meth:`finish`)."""
+        if self._thread is not None or self._buffer:
+            raise RuntimeError("sha256() before finish(): bytes are still pending")
         return self._hash.hexdigest()
 
 
@@ -156,9 +228,12 @@ def atomic_writer(path: str) -> Iterator[HashingWriter]:
     if is_remote(path):
         fs, p = _fs(path)
         raw = fs.open(p, "wb")
+        writer = HashingWriter(raw)
         try:
-            yield HashingWriter(raw)
+            yield writer
+            writer.finish()
         except BaseException:
+            writer.discard()
             # Closing would commit the partial upload under the final name: abort it.
             raw.discard()
             raw.closed = True
@@ -170,7 +245,12 @@ def atomic_writer(path: str) -> Iterator[HashingWriter]:
     try:
         with open(tmp, "wb") as raw:
             writer = HashingWriter(raw)
-            yield writer
+            try:
+                yield writer
+                writer.finish()
+            except BaseException:
+                writer.discard()
+                raise
         # No fsync: the rename makes the file appear whole or not at all to every reader
         # and to a rerun after a crash of the process; surviving power loss is left to
         # the storage (object stores, and re-running prepare, give that).

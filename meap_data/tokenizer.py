@@ -45,6 +45,9 @@ class TokenizerInfo:
     bos_token: str | None = None  # set only when documents get a BOS (--add-bos)
     bos_token_id: int | None = None
     added_tokens: tuple[str, ...] = ()  # what prepare added to the given tokenizer
+    # The encoder backend the run chose (meap_data.encoders): travels to the workers with
+    # the tokenizer, but is not part of the dataset (the ids are the same either way).
+    backend: str = "hf"
 
     @property
     def pad_token(self) -> str:
@@ -53,6 +56,12 @@ class TokenizerInfo:
 
     def build(self) -> Tokenizer:
         return Tokenizer.from_str(self.json)
+
+    def encoder(self):
+        """The batch encoder of :attr:`backend` (see :func:`meap_data.encoders.build_encoder`)."""
+        from .encoders import build_encoder
+
+        return build_encoder(self.json, self.backend)
 
     def manifest_entry(self) -> dict:
         return {

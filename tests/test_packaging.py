@@ -32,11 +32,11 @@ def test_dofns_round_trip_through_beams_pickler_and_process_a_unit(tmp_path, jso
     out = str(tmp_path / "ds")
     fn = pickler.loads(pickler.dumps(ProcessUnitFn(config, info, out, len(units))))
     pickler.loads(pickler.dumps(WriteManifestFn(config, info, out)))
-    # The unit crosses workers as JSON; it names input files and nothing else local.
-    wire = json.loads(json.dumps(units[0].to_json()))
-    paths = {r["file"]["path"] for r in wire["ranges"]}
+    # The unit crosses workers as JSON text; it names input files and nothing else local.
+    wire = json.dumps(units[0].to_json())
+    paths = {r["file"]["path"] for r in json.loads(wire)["ranges"]}
     assert paths and all(p.startswith(os.path.dirname(json_pkg_glob)) for p in paths)
-    assert tokenizer_path not in json.dumps(wire)
+    assert tokenizer_path not in wire
     fn.setup()
     [result] = list(fn.process(wire))
     assert result["index"] == 0 and result["tokens"] > 1000 and result["samples"] > 10

@@ -55,7 +55,7 @@ TASKS = ("repair", "diagnose", "transcript")
 SPLITS = ("train", "eval")
 #: Share of primary codes held out by hash when no ``--eval-codes`` are named.
 EVAL_FRACTION = 0.1
-#: Records tokenized per ``encode_batch`` call (the tokenizer threads within a batch).
+#: Records tokenized per encoder call (the tokenizer threads within a batch).
 SFT_BATCH_RECORDS = 256
 _SPLIT_BUCKETS = 1_000_000
 
@@ -200,15 +200,15 @@ class SftProcessor(UnitProcessor):
             return
         seq_len = self.config.seq_len
         # Prompt and answer encoded apart, so their boundary is a token boundary.
-        prompts = self.tokenizer.encode_batch([p for _, (p, _) in batch], add_special_tokens=False)
-        answers = self.tokenizer.encode_batch([a for _, (_, a) in batch], add_special_tokens=False)
+        prompts = [ids.tolist() for ids in self.encoder.encode([p for _, (p, _) in batch])]
+        answers = [ids.tolist() for ids in self.encoder.encode([a for _, (_, a) in batch])]
         bos = [self.info.bos_token_id] if self.config.add_bos else []
         for (key, _), prompt, answer in zip(batch, prompts, answers):
-            copies = self.rule.copies(bos + prompt.ids, answer.ids, self.info.eos_token_id)
+            copies = self.rule.copies(bos + prompt, answer, self.info.eos_token_id)
             longest = max(len(c.input_ids) for c in copies)
             if longest > seq_len:
                 dead.add(Rejected(key, "too_long", (
-                    f"{longest} tokens ({len(prompt.ids)} prompt + {len(answer.ids)} answer + eos"
+                    f"{longest} tokens ({len(prompt)} prompt + {len(answer)} answer + eos"
                     f"{', twice: concat layout' if len(copies[0].doc_offsets) == 2 else ''}) > --seq-len {seq_len}; "
                     "raise --seq-len to keep it")))
                 continue

@@ -167,7 +167,7 @@ def iter_records(frange: FileRange) -> Iterator[tuple[dict[str, Any] | None, Rej
             if isinstance(item, Rejected):
                 yield None, item
                 continue
-            where, record = item
+            where, record, _ = item
             problem = validate_record(record)
             if problem is not None:
                 yield None, Rejected(where, "invalid_record", f"{problem}; see schemas/rust_transcript.schema.json")
