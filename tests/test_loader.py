@@ -617,3 +617,19 @@ def test_empty_shards_are_skipped(copy_ds):
         loader = ShardLoader(copy_ds, 4, format=fmt, seed=0, window_shards=1, remainder="wrap", fields=("keys",))
         keys = keys_of(loader)
         assert set(keys) == set(reference(copy_ds)["keys"]) and len(set(keys)) == n
+
+
+@pytest.mark.parametrize("dtype", [np.int32, np.int64])
+def test_id_range_check_catches_every_bad_id_on_both_paths(dtype):
+    from meap_data.loader.core import _bad_ids
+
+    good = np.arange(1000, dtype=dtype).reshape(10, 100)
+    assert not _bad_ids(good, 1000, ignore_ok=False)  # the one-pass unsigned path
+    padded = good.copy()
+    padded[:, 90:] = -100
+    assert not _bad_ids(padded, 1000, ignore_ok=True) and _bad_ids(padded, 1000, ignore_ok=False)
+    for bad_value, ignore_ok in ((1000, False), (-1, False), (-5, True), (-101, True), (1000, True)):
+        bad = padded.copy() if ignore_ok else good.copy()
+        bad[3, 7] = bad_value
+        assert _bad_ids(bad, 1000, ignore_ok), (bad_value, ignore_ok)
+    assert _bad_ids(good[:, ::2], 998, ignore_ok=False) and not _bad_ids(good[:, ::2], 999, ignore_ok=False)  # not contiguous: the plain path
