@@ -308,6 +308,7 @@ def format_summary(manifest: dict, run_info: dict) -> str:
         lines.append(f"{fmt}: {len(entries)} shards, {sum(e['bytes'] for e in entries) / 1e6:.1f} MB")
     lines.append(
         f"throughput: {run_info['tokens_per_second'] / 1e6:.2f} M tokens/s "
-        f"({run_info['seconds_pipeline']:.1f} s in the pipeline, {run_info['seconds_total']:.1f} s in all)"
+        f"({run_info['seconds_pipeline']:.1f} s in the pipeline, {run_info['seconds_total']:.1f} s in all"
+        f"{'; tokenizer backend ' + run_info['tokenizer_backend']['backend'] if 'tokenizer_backend' in run_info else ''})"
     )
     return "\n".join(lines)
