@@ -513,7 +513,7 @@ def _bad_ids(array: np.ndarray, vocab: int, ignore_ok: bool) -> bool:
     """Any id at or above ``vocab``, or negative (besides -100 where ``ignore_ok``)."""
     if array.size == 0:
         return False
-    if array.dtype.kind == "i" and array.flags.c_contiguous:
+    if np.issubdtype(array.dtype, np.signedinteger) and array.flags.c_contiguous:
         # One pass for the usual case: read as unsigned, a negative id is huge, so a
         # maximum under the vocabulary means every id is in [0, vocab).
         if int(array.view(array.dtype.str.replace("i", "u")).max()) < vocab:
