@@ -150,7 +150,10 @@ def self_check_texts(special_tokens: Sequence[str] = ()) -> list[str]:
 def first_difference(candidate, reference, texts: Sequence[str]) -> str | None:
     """None when ``candidate`` encodes every text as ``reference`` does, else a line
     naming the first text (by index and opening characters) and token position that differ."""
-    got, want = candidate.encode(texts), reference.encode(texts)
+    return _first_difference_in(candidate.encode(texts), reference.encode(texts), texts)
+
+
+def _first_difference_in(got: list[np.ndarray], want: list[np.ndarray], texts: Sequence[str]) -> str | None:
     for i, (a, b) in enumerate(zip(got, want)):
         if len(a) != len(b) or not np.array_equal(a, b):
             at = next((j for j in range(min(len(a), len(b))) if a[j] != b[j]), min(len(a), len(b)))
@@ -180,9 +183,10 @@ def choose_backend(tokenizer_json: str, requested: str = "auto", run_sample: Seq
         return BackendChoice(HF, requested, "requested with --tokenizer-backend hf")
     reference = HfEncoder(tokenizer_json)
     texts = self_check_texts(reference.added_tokens()[:MAX_CHECKED_ADDED_TOKENS]) + list(run_sample)
+    got: list[np.ndarray] = []
     try:
-        candidate = FastokensEncoder(tokenizer_json)
-        problem = first_difference(candidate, reference, texts)
+        got = FastokensEncoder(tokenizer_json).encode(texts)
+        problem = _first_difference_in(got, reference.encode(texts), texts)
     except ImportError as exc:
         problem = f"fastokens is not installed ({exc}; pip install fastokens)"
     except Exception as exc:  # fastokens refuses models, normalizers and pre-tokenizers it lacks
@@ -191,7 +195,7 @@ def choose_backend(tokenizer_json: str, requested: str = "auto", run_sample: Seq
         if problem is not None:
             problem = f"fastokens ids differ from tokenizers' on the self-check: {problem}"
     if problem is None:
-        tokens = sum(len(ids) for ids in candidate.encode(texts))
+        tokens = sum(len(ids) for ids in got)
         reason = (f"fastokens reproduced tokenizers' ids on {len(texts)} texts ({tokens} tokens: "
                   f"{len(texts) - len(run_sample)} self-check, {len(run_sample)} from this run's inputs)")
         log.info("tokenizer backend: %s", reason)

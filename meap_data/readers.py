@@ -62,8 +62,8 @@ def _text_or_reason(value: object, text_field: str) -> tuple[str | None, str, st
 
 
 def _record_to_doc(record: object, text_field: str, fallback_key: str, escapes: bool = False) -> Document | Rejected:
-    """``fallback_key``: the record's position. ``escapes``: its JSON held ``\\u``
-    escapes, so its strings may hold unpaired surrogates (checked only then: cheap)."""
+    """``fallback_key``: the record's position. ``escapes``: its JSON held a ``\\uD...``
+    escape, so its strings may hold unpaired surrogates (checked only then: cheap)."""
     if not isinstance(record, dict):
         return Rejected(fallback_key, "not_an_object", f"record is {type(record).__name__}, not an object")
     key = record.get(ID_FIELD)

@@ -130,13 +130,13 @@ class ShardWriter:
         pickle), then ``KEY.json``."""
         inputs = np.ascontiguousarray(rows.input_ids)
         labels = np.ascontiguousarray(rows.labels)
-        npy = _npy_header(inputs.dtype.str, inputs.shape[1:])
+        inputs_npy = _npy_header(inputs.dtype.str, inputs.shape[1:])
+        labels_npy = _npy_header(labels.dtype.str, labels.shape[1:])
         spans = rows.mask_spans.lists()
         parts: list = []
         for r, key in enumerate(rows.keys):
-            _tar_member(parts, member_name(key, INPUT_IDS_MEMBER), [npy, inputs[r].data])
-            _tar_member(parts, member_name(key, LABELS_MEMBER), [_npy_header(labels.dtype.str, labels.shape[1:]),
-                                                                  labels[r].data])
+            _tar_member(parts, member_name(key, INPUT_IDS_MEMBER), [inputs_npy, inputs[r].data])
+            _tar_member(parts, member_name(key, LABELS_MEMBER), [labels_npy, labels[r].data])
             _tar_member(parts, member_name(key, META_MEMBER), [meta_json(
                 key, rows.doc_offsets[r], rows.doc_keys[r], rows.lengths[r], spans[r])])
         return parts
