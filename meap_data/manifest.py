@@ -83,6 +83,20 @@ def _hf_feature(arrow_type) -> dict:
     return {"_type": "Value", "dtype": str(arrow_type)}
 
 
+def content_fingerprint(manifests: list[dict]) -> str:
+    """16 hex digits that change whenever a shard's bytes do: a hash of the configuration
+    hash and every shard's sha256, over ``manifests`` in order. ``datasets`` keys its
+    caches by it (``state.json``, the dataset card), so a rewritten dataset at the same
+    path is never served from a stale cache."""
+    digest = hashlib.sha256()
+    for manifest in manifests:
+        digest.update(manifest["config_hash"].encode())
+        for fmt in sorted(manifest["shards"]):
+            for entry in manifest["shards"][fmt]:
+                digest.update(f"\n{entry['path']} {entry['sha256']}".encode())
+    return digest.hexdigest()[:16]
+
+
 def write_hf_metadata(output_dir: str, manifest: dict) -> None:
     """``state.json`` and ``dataset_info.json`` so ``datasets.load_from_disk`` opens DIR/arrow."""
     info = {
@@ -95,7 +109,7 @@ def write_hf_metadata(output_dir: str, manifest: dict) -> None:
     }
     state = {
         "_data_files": [{"filename": e["path"].split("/")[-1]} for e in manifest["shards"]["arrow"]],
-        "_fingerprint": manifest["config_hash"][:16],
+        "_fingerprint": content_fingerprint([manifest]),
         "_format_columns": None,
         "_format_kwargs": {},
         "_format_type": None,
