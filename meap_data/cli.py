@@ -50,6 +50,10 @@ def _add_prepare(sub) -> None:
                    "<|startoftext|>)")
     p.add_argument("--input-bytes-per-shard", type=int, default=64 << 20,
                    help="input bytes grouped into one output shard; also the byte-range size large JSON-lines files are cut into (default: 64 MiB)")
+    p.add_argument("--max-document-bytes", type=int, default=64 << 20,
+                   help="longest document read, in bytes: a JSON line, or a text file once decompressed (a small "
+                   ".gz can inflate to gigabytes); longer ones are rejected as record_too_large after reading at "
+                   "most this much (default: 64 MiB)")
     p.add_argument("--overwrite", action="store_true", help="replace a dataset already in --output")
     kind_flags = {name: get_kind(name).add_arguments(p) for name in kind_names()}
     p.set_defaults(func=_cmd_prepare, accepts_beam_args=True, kind_flags=kind_flags, prepare_parser=p)
@@ -77,6 +81,7 @@ def _cmd_prepare(args, beam_args: list[str]) -> int:
         mask_special_tokens=not args.no_mask_special_tokens,
         add_bos=args.add_bos,
         input_bytes_per_shard=args.input_bytes_per_shard,
+        max_document_bytes=args.max_document_bytes,
         options=kind.options_from_args(args),
     )
     if args.bos_token and not args.add_bos:

@@ -23,7 +23,8 @@ class PrepareConfig:
     masking); None means the kind's default. ``add_bos``: each document (each fine-tuning
     copy) starts with the tokenizer's beginning-of-document token. ``input_bytes_per_shard``: input bytes
     grouped into one output shard (a shard holds about a quarter as many tokens for
-    English text). :func:`meap_data.kinds.resolve_config` fills the defaults, so a
+    English text). ``max_document_bytes``: the longest document read, in bytes (a JSON
+    line, or a text file after decompression); longer ones are dead letters. :func:`meap_data.kinds.resolve_config` fills the defaults, so a
     manifest always records explicit values.
     """
 
@@ -38,6 +39,7 @@ class PrepareConfig:
     mask_special_tokens: bool = True
     add_bos: bool = False
     input_bytes_per_shard: int = 64 << 20
+    max_document_bytes: int = 64 << 20
     options: Any = None
 
     def validate(self) -> "PrepareConfig":
@@ -51,6 +53,8 @@ class PrepareConfig:
             raise MeapDataError(f"--format takes a comma list of {','.join(FORMATS)}, got {','.join(self.formats)!r}")
         if self.input_bytes_per_shard < 1:
             raise MeapDataError(f"--input-bytes-per-shard must be at least 1, got {self.input_bytes_per_shard}")
+        if self.max_document_bytes < 1:
+            raise MeapDataError(f"--max-document-bytes must be at least 1, got {self.max_document_bytes}")
         return self
 
     def to_json(self) -> dict:

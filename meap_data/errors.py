@@ -15,6 +15,7 @@ EXIT_BUSY = 4  # another run holds the output directory
 EXIT_INTERNAL = 70  # a bug (sysexits' EX_SOFTWARE); MEAP_DATA_DEBUG=1 shows the traceback
 EXIT_INTERRUPTED = 130  # Ctrl-C (128 + SIGINT)
 EXIT_BROKEN_PIPE = 141  # the reader of our output went away, e.g. `| head` (128 + SIGPIPE)
+EXIT_TERMINATED = 143  # SIGTERM (128 + 15): `kill`, a job scheduler's or container's stop
 
 
 class MeapDataError(Exception):
@@ -44,32 +45,47 @@ class BusyError(MeapDataError):
 
 
 _INTERRUPTED = threading.Event()
+_STOPPED_BY: list[int] = []  # the signal that stopped the command
+#: How a command stopped by each signal ends: (exit code, the one error line).
+_STOPS = {signal.SIGINT: (EXIT_INTERRUPTED, "error: interrupted"),
+          signal.SIGTERM: (EXIT_TERMINATED, "error: terminated")}
 
 
 def interrupted() -> bool:
-    """Whether Ctrl-C was pressed during :func:`run_command` (libraries such as Beam wrap
+    """Whether Ctrl-C or SIGTERM stopped :func:`run_command` (libraries such as Beam wrap
     the KeyboardInterrupt in their own errors and log it; this tells it apart)."""
     return _INTERRUPTED.is_set()
 
 
-def _on_sigint(signum, frame):
+def _on_stop_signal(signum, frame):
+    # SIGTERM takes the same way out as Ctrl-C: the KeyboardInterrupt unwinds through
+    # every `finally`, so the output lock goes and partial shards are deleted.
+    if not _STOPPED_BY:
+        _STOPPED_BY.append(signum)
     _INTERRUPTED.set()
     raise KeyboardInterrupt
+
+
+def _stopped() -> int:
+    """Print the stop's one line; its exit code."""
+    code, line = _STOPS.get(_STOPPED_BY[0] if _STOPPED_BY else signal.SIGINT)
+    print(line, file=sys.stderr)
+    return code
 
 
 def run_command(command: Callable[[], int]) -> int:
     """Run a CLI command: its exit code, or one ``error: ...`` line on stderr and the
     code of the failure, never a traceback (unless ``MEAP_DATA_DEBUG=1``)."""
     if threading.current_thread() is threading.main_thread():
-        signal.signal(signal.SIGINT, _on_sigint)
+        for signum in _STOPS:
+            signal.signal(signum, _on_stop_signal)
     try:
         return command()
     except MeapDataError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return exc.exit_code
     except KeyboardInterrupt:
-        print("error: interrupted", file=sys.stderr)
-        return EXIT_INTERRUPTED
+        return _stopped()
     except BrokenPipeError:
         # Quietly, as `cat | head` does; stdout is gone, so point it somewhere harmless
         # before the interpreter flushes it again at exit.
@@ -78,8 +94,7 @@ def run_command(command: Callable[[], int]) -> int:
         return EXIT_BROKEN_PIPE
     except Exception as exc:
         if interrupted():  # a KeyboardInterrupt that a library wrapped on its way up
-            print("error: interrupted", file=sys.stderr)
-            return EXIT_INTERRUPTED
+            return _stopped()
         if os.environ.get("MEAP_DATA_DEBUG"):
             raise
         print(f"error: internal error: {type(exc).__name__}: {str(exc).splitlines()[0] if str(exc) else ''} "

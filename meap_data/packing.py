@@ -87,13 +87,14 @@ class Packer:
     def pending_rows(self) -> int:
         return len(self._done)
 
-    def drain(self) -> SampleRows | None:
-        """All finished rows as one batch of clean samples, ready for masking: labels
-        (-100 on padding), lengths, keys and document pieces; no inputs or mask spans
-        yet (None when no row is finished)."""
+    def drain(self, max_rows: int | None = None) -> SampleRows | None:
+        """The finished rows (the first ``max_rows`` of them, when given) as one batch of
+        clean samples, ready for masking: labels (-100 on padding), lengths, keys and
+        document pieces; no inputs or mask spans yet (None when no row is finished)."""
         if not self._done:
             return None
-        rows, self._done = self._done, []
+        take = len(self._done) if max_rows is None else max_rows
+        rows, self._done = self._done[:take], self._done[take:]
         labels = np.full((len(rows), self.seq_len), IGNORE_INDEX, dtype=np.int32)
         lengths = np.empty(len(rows), dtype=np.int32)
         for r, row in enumerate(rows):

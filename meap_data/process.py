@@ -42,6 +42,9 @@ TOKENIZE_BATCH_CHARS = 1 << 20
 # A document longer than this is tokenized in pieces of at most this many characters.
 MAX_ENCODE_CHARS = 1 << 20
 MAX_PENDING_REJECTED = 10_000
+#: Seconds between progress lines of one unit (a huge document can keep a unit busy for
+#: minutes; only finished shards are seen outside it).
+UNIT_PROGRESS_EVERY_S = 10.0
 
 
 @dataclass
@@ -178,6 +181,17 @@ class UnitProcessor:
         result.padding_tokens += rows.labels.size - n_tokens
         result.masked_tokens += masked.count
 
+    def log_progress(self, result: UnitResult, started: float, last: list[float]) -> None:
+        """A progress line for a unit still running, at most one per
+        :data:`UNIT_PROGRESS_EVERY_S` (``last[0]``: when the previous one was logged)."""
+        now = time.perf_counter()
+        if now - last[0] < UNIT_PROGRESS_EVERY_S:
+            return
+        last[0] = now
+        log.info("shard %d/%d: running, %d documents, %d samples, %.2f M tokens so far (%.2f M tokens/s)",
+                 result.index + 1, self.total_units, result.documents_read, result.samples, result.tokens / 1e6,
+                 result.tokens / 1e6 / max(now - started, 1e-9))
+
     def log_done(self, result: UnitResult, rejected: int, started: float, what: str = "documents") -> None:
         log.info(
             "shard %d/%d: %d %s (%d rejected), %d samples, %.2f M tokens in %.1f s",
@@ -254,6 +268,7 @@ class PackedDocumentsProcessor(UnitProcessor):
         packer = Packer(self.config.seq_len, self.info.eos_token_id, self.info.pad_token_id, self.config.pack,
                         self.info.bos_token_id if self.config.add_bos else None)
         writer = self.new_writer(unit)
+        last_progress = [started]
         try:
             for items, token_ids in prefetch(self._encoded_batches(unit), depth=2):
                 ids_of = iter(token_ids)
@@ -268,6 +283,7 @@ class PackedDocumentsProcessor(UnitProcessor):
                         result.documents_written += 1
                     if packer.pending_rows() >= MASK_BATCH_ROWS:
                         self._write_ready(packer, result, writer)
+                        self.log_progress(result, started, last_progress)
             packer.finish()
             self._write_ready(packer, result, writer)
             result.files = writer.close()
@@ -280,8 +296,9 @@ class PackedDocumentsProcessor(UnitProcessor):
         return result
 
     def _write_ready(self, packer: Packer, result: UnitResult, writer: ShardWriter) -> None:
-        rows = packer.drain()
-        if rows is None:
-            return
-        rows.mask_spans = PretrainRule.spans(rows.lengths)
-        self.mask_and_write(writer, result, rows)
+        """Mask and write the finished rows, :data:`MASK_BATCH_ROWS` at a time: one huge
+        document yields many thousand rows at once, and whole they would cost memory in
+        proportion to the document (the bytes written are the same either way)."""
+        while (rows := packer.drain(MASK_BATCH_ROWS)) is not None:
+            rows.mask_spans = PretrainRule.spans(rows.lengths)
+            self.mask_and_write(writer, result, rows)

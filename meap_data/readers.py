@@ -6,11 +6,14 @@ when present, else ``relpath:line`` (JSON lines, 1-based), ``relpath:row`` (Parq
 dataset rows, 0-based) or ``relpath`` (a text file is one document). A document's
 ``origin`` is always its position (``relpath:line``...), unique even when ids repeat.
 
-Memory stays bounded whatever the input: a JSON line longer than :data:`MAX_RECORD_BYTES`
-is rejected (``record_too_large``) without being held; a text file larger than
-:data:`TEXT_PIECE_BYTES` is streamed as consecutive pieces of one document (after a first
-pass that checks it is UTF-8); a line nested deeper than JSON parsing allows and a string
-with an unpaired surrogate escape (``"\\ud800"``, which no UTF-8 text holds) are rejected.
+Memory and time stay bounded whatever the input. One document is at most ``max_bytes``
+(``--max-document-bytes``, default :data:`MAX_RECORD_BYTES`): a longer JSON line, or a
+text file longer than that once decompressed (a 1 MB ``.txt.gz`` can inflate to 1 GiB),
+is rejected (``record_too_large``) after reading at most ``max_bytes`` of it, never held.
+A text file larger than :data:`TEXT_PIECE_BYTES` is streamed as consecutive pieces of
+one document (after a first pass that checks it is UTF-8 and within the limit); a line
+nested deeper than JSON parsing allows and a string with an unpaired surrogate escape
+(``"\\ud800"``, which no UTF-8 text holds) are rejected.
 """
 
 from __future__ import annotations
@@ -28,25 +31,28 @@ from .documents import Document, Rejected
 from .inputs import FileRange
 
 ID_FIELD = "id"
-#: Longest JSON line read as a record (bytes); longer ones are rejected unread.
+#: The default longest document (bytes): a JSON line, or a text file once decompressed;
+#: longer ones are rejected without being held (``--max-document-bytes`` changes it).
 MAX_RECORD_BYTES = 64 << 20
 #: Text files are read in pieces of this many bytes once they are larger.
 TEXT_PIECE_BYTES = 16 << 20
 _SURROGATE = re.compile("[\ud800-\udfff]")
 
 
-def read_range(frange: FileRange, text_field: str = "text") -> Iterator[Document | Rejected]:
-    """Documents (or rejections) of one input range, in input order."""
+def read_range(frange: FileRange, text_field: str = "text",
+               max_bytes: int = MAX_RECORD_BYTES) -> Iterator[Document | Rejected]:
+    """Documents (or rejections) of one input range, in input order. ``max_bytes``: the
+    longest document read (a JSON line, a text file after decompression), in bytes."""
     f = frange.file
     try:
         if f.file_type == "jsonl":
-            yield from _read_jsonl(frange, text_field)
+            yield from _read_jsonl(frange, text_field, max_bytes)
         elif f.file_type == "parquet":
             yield from _read_parquet(frange, text_field)
         elif f.file_type == "hf_dataset":
             yield from _read_hf_dataset(frange, text_field)
         else:
-            yield from _read_text(frange)
+            yield from _read_text(frange, max_bytes)
     except OSError as exc:  # opening failed: the whole file is one rejected input
         yield Rejected(f.relpath, "unreadable_file", f"{type(exc).__name__}: {exc}")
 
@@ -81,6 +87,10 @@ def _record_to_doc(record: object, text_field: str, fallback_key: str, escapes: 
             return Rejected(key, "invalid_unicode", f"field {text_field!r} holds an unpaired surrogate escape "
                             f"(U+{ord(bad.group()):04X}) at character {bad.start()}: not encodable text")
     return Document(key, text, origin=fallback_key)
+
+
+def _is_compressed(path: str) -> bool:
+    return path.lower().endswith((".gz", ".zst", ".zstd"))
 
 
 def _open_binary(path: str):
@@ -196,7 +206,7 @@ def _iter_lines(stream, limit: float = float("inf"), max_line: int = MAX_RECORD_
             yield b"".join(pending)
 
 
-def _lines_in_range(frange: FileRange) -> Iterator[tuple[int, bytes]]:
+def _lines_in_range(frange: FileRange, max_line: int = MAX_RECORD_BYTES) -> Iterator[tuple[int, bytes | Oversized]]:
     """(1-based line number, line bytes) for lines whose first byte lies in the range.
 
     Line numbers of a range that starts mid-file are counted from the file start, so
@@ -205,20 +215,20 @@ def _lines_in_range(frange: FileRange) -> Iterator[tuple[int, bytes]]:
     f = frange.file
     if frange.start == 0 and frange.end is None:
         with _open_binary(f.path) as stream:
-            if f.path.lower().endswith((".gz", ".zst", ".zstd")):
+            if _is_compressed(f.path):
                 # Line by line through the decompressor, so a truncated file keeps every
                 # line before the damage (a chunked read would lose the last chunk).
                 buffered = io.BufferedReader(stream) if not hasattr(stream, "peek") else stream
-                yield from enumerate(_bounded_readlines(buffered), start=1)
+                yield from enumerate(_bounded_readlines(buffered, max_line), start=1)
             else:
-                yield from enumerate(_iter_lines(stream), start=1)
+                yield from enumerate(_iter_lines(stream, max_line=max_line), start=1)
         return
     end = frange.end if frange.end is not None else float("inf")
     with storage.open_read(f.path) as raw:
         if frange.first_line is not None:
             # The planner cut here at a line start and numbered it (inputs.line_ranges).
             raw.seek(frange.start)
-            yield from enumerate(_iter_lines(raw, end - frange.start), start=frange.first_line)
+            yield from enumerate(_iter_lines(raw, end - frange.start, max_line), start=frange.first_line)
             return
         number = 1
         if frange.start > 0:
@@ -239,7 +249,7 @@ def _lines_in_range(frange: FileRange) -> Iterator[tuple[int, bytes]]:
             else:
                 number += 1
         pos = raw.tell()
-        for line in _iter_lines(raw, end - pos):
+        for line in _iter_lines(raw, end - pos, max_line):
             yield number, line
             number += 1
 
@@ -267,21 +277,20 @@ def _is_decompression_error(exc: BaseException) -> bool:
     return isinstance(exc, (EOFError, zlib.error, gzip.BadGzipFile)) or type(exc).__name__ == "ZstdError"
 
 
-def json_lines(frange: FileRange) -> Iterator[tuple[str, object] | Rejected]:
+def json_lines(frange: FileRange, max_bytes: int = MAX_RECORD_BYTES) -> Iterator[tuple[str, object] | Rejected]:
     """``(where, parsed value)`` per JSON line of the range (``where`` = ``relpath:line``),
     or a :class:`Rejected` for a line that is not UTF-8, not JSON, nested too deeply or
-    longer than :data:`MAX_RECORD_BYTES`, and one for the lost tail of a truncated or
+    longer than ``max_bytes``, and one for the lost tail of a truncated or
     corrupt compressed file. Blank lines are skipped. ``(where, value, surrogates)``:
     ``surrogates`` says whether the line holds a ``\\uD...`` escape, the only way its
     strings can hold an unpaired surrogate (so only those need the costly check)."""
     f = frange.file
     number = 0
     try:
-        for number, line in _lines_in_range(frange):
+        for number, line in _lines_in_range(frange, max_bytes):
             where = f"{f.relpath}:{number}"
             if isinstance(line, Oversized):
-                yield Rejected(where, "record_too_large", f"a line of {line.length} bytes; records are read up to "
-                               f"{MAX_RECORD_BYTES} bytes (split the document, or give it as a text file)")
+                yield Rejected(where, "record_too_large", f"a line of {line.length} bytes; {_limit_note(max_bytes)}")
                 continue
             if not line.strip():
                 continue  # blank lines are layout, not records
@@ -354,12 +363,12 @@ def _strip_compression_suffix(name: str) -> str:
     return name
 
 
-def _read_jsonl(frange: FileRange, text_field: str) -> Iterator[Document | Rejected]:
+def _read_jsonl(frange: FileRange, text_field: str, max_bytes: int) -> Iterator[Document | Rejected]:
     document = _json_document(frange, text_field)
     if document is not None:
         yield from document
         return
-    for item in json_lines(frange):
+    for item in json_lines(frange, max_bytes):
         if isinstance(item, Rejected):
             yield item
         else:
@@ -367,19 +376,28 @@ def _read_jsonl(frange: FileRange, text_field: str) -> Iterator[Document | Rejec
             yield _record_to_doc(record, text_field, where, escapes=surrogates)
 
 
-def _read_text(frange: FileRange) -> Iterator[Document | Rejected]:
+def _limit_note(max_bytes: int) -> str:
+    return (f"documents are read up to {max_bytes} bytes (--max-document-bytes; raise it to take this one, "
+            "or split the document)")
+
+
+def _read_text(frange: FileRange, max_bytes: int = MAX_RECORD_BYTES) -> Iterator[Document | Rejected]:
     """The file as one document: whole when it is small; else in pieces of
-    :data:`TEXT_PIECE_BYTES`, after a first streaming pass that checks it decodes."""
+    :data:`TEXT_PIECE_BYTES`, after a first streaming pass that checks it decodes and
+    stays within ``max_bytes`` (bytes, after decompression)."""
     f = frange.file
+    if not _is_compressed(f.path) and f.size > max_bytes:
+        yield Rejected(f.relpath, "record_too_large", f"a text file of {f.size} bytes; {_limit_note(max_bytes)}")
+        return
     with _open_binary(f.path) as stream:
         try:
-            data = stream.read(TEXT_PIECE_BYTES + 1)
+            data = stream.read(min(TEXT_PIECE_BYTES, max_bytes) + 1)
         except Exception as exc:
             if not _is_decompression_error(exc):
                 raise
             yield Rejected(f.relpath, "truncated_or_corrupt_file", str(exc))
             return
-    if len(data) <= TEXT_PIECE_BYTES:
+    if len(data) <= min(TEXT_PIECE_BYTES, max_bytes):
         try:
             text = data.decode("utf-8")
         except UnicodeDecodeError as exc:
@@ -391,18 +409,22 @@ def _read_text(frange: FileRange) -> Iterator[Document | Rejected]:
         yield Document(f.relpath, text)
         return
     del data
-    problem = _check_large_text(f.path)
+    problem = _check_large_text(f.path, f.size, max_bytes)
     if problem is not None:
         yield Rejected(f.relpath, *problem)
         return
     yield from _text_pieces(f.path, f.relpath)
 
 
-def _decoded_pieces(path: str) -> Iterator[str]:
+def _decoded_pieces(path: str, counted: list[int] | None = None) -> Iterator[str]:
+    """The file's text in pieces of about :data:`TEXT_PIECE_BYTES`; ``counted[0]`` is
+    kept at the bytes read so far (after decompression)."""
     decoder = codecs.getincrementaldecoder("utf-8")()
     with _open_binary(path) as stream:
         while True:
             chunk = stream.read(TEXT_PIECE_BYTES)
+            if counted is not None:
+                counted[0] += len(chunk)
             final = not chunk
             text = decoder.decode(chunk, final=final)
             if text:
@@ -411,11 +433,15 @@ def _decoded_pieces(path: str) -> Iterator[str]:
                 return
 
 
-def _check_large_text(path: str) -> tuple[str, str] | None:
-    """(reason, detail) when a large text file cannot be one document, else None."""
-    offset, blank = 0, True
+def _check_large_text(path: str, stored_bytes: int, max_bytes: int) -> tuple[str, str] | None:
+    """(reason, detail) when a large text file cannot be one document, else None. Stops
+    reading once more than ``max_bytes`` came out of the decompressor."""
+    offset, blank, counted = 0, True, [0]
     try:
-        for text in _decoded_pieces(path):
+        for text in _decoded_pieces(path, counted):
+            if counted[0] > max_bytes:
+                return "record_too_large", (f"a text file of more than {max_bytes} bytes once decompressed "
+                                            f"({stored_bytes} bytes stored); {_limit_note(max_bytes)}")
             blank = blank and not text.strip()
             offset += len(text)
     except UnicodeDecodeError as exc:

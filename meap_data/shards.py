@@ -118,8 +118,8 @@ class ShardWriter:
         if "arrow" in self.formats:
             self._pending.append(rows)
             self._pending_rows += len(rows)
-            while self._pending_rows >= ARROW_BATCH_ROWS:
-                self._flush_arrow(ARROW_BATCH_ROWS)
+            if self._pending_rows >= ARROW_BATCH_ROWS:
+                self._flush_arrow()
         if "webdataset" in self.formats:
             self._tar.write(b"".join(self._tar_members(rows)))
         self.samples += len(rows)
@@ -141,12 +141,20 @@ class ShardWriter:
                 key, rows.doc_offsets[r], rows.doc_keys[r], rows.lengths[r], spans[r])])
         return parts
 
-    def _flush_arrow(self, rows: int) -> None:
+    def _flush_arrow(self, final: bool = False) -> None:
+        """Write every whole batch of :data:`ARROW_BATCH_ROWS` pending rows (and, when
+        ``final``, the partial last one); keep the rest pending. The pending rows are
+        joined once, so a large write costs linear time, not one join per batch."""
         if not self._pending:
             return
-        merged = SampleRows.concat(self._pending)
-        take = min(rows, len(merged))
-        batch_rows = merged.slice(0, take)
+        merged = SampleRows.concat(self._pending) if len(self._pending) > 1 else self._pending[0]
+        end = len(merged) if final else len(merged) - len(merged) % ARROW_BATCH_ROWS
+        for lo in range(0, end, ARROW_BATCH_ROWS):
+            self._write_batch(merged.slice(lo, min(lo + ARROW_BATCH_ROWS, end)))
+        self._pending = [merged.slice(end, len(merged))] if end < len(merged) else []
+        self._pending_rows = len(merged) - end
+
+    def _write_batch(self, batch_rows: SampleRows) -> None:
         batch = pa.record_batch(
             [
                 pa.array(batch_rows.keys, pa.string()),
@@ -160,15 +168,11 @@ class ShardWriter:
             schema=SAMPLE_SCHEMA,
         )
         self._arrow.write_batch(batch)
-        rest = len(merged) - take
-        self._pending = [] if rest == 0 else [merged.slice(take, len(merged))]
-        self._pending_rows = rest
 
     def close(self) -> dict[str, dict]:
         """Finish every file; returns ``{format: {path, bytes, sha256, samples}}``."""
         if "arrow" in self.formats:
-            while self._pending_rows:
-                self._flush_arrow(ARROW_BATCH_ROWS)
+            self._flush_arrow(final=True)
             if self.samples == 0:
                 # A stream with no batch at all makes datasets.Dataset.from_file fail
                 # ("cannot construct ChunkedArray from empty vector"); one empty batch

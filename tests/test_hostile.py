@@ -188,11 +188,18 @@ def hostile_files(tmp_path_factory, stdlib) -> dict[str, str]:
     files["text_30mb"] = str(d / "big.txt")
     with open(files["text_30mb"], "w") as f:
         f.write(text[:30_000_000])
+    # One document of 60 MiB with no whitespace at all: it arrives as thousands of rows at
+    # once (it peaked at 1.6 GB when they were masked and written in one go).
+    files["nul_text_60mb"] = str(d / "nul.txt.gz")
+    with gzip.open(files["nul_text_60mb"], "wb", compresslevel=1) as f:
+        for _ in range(60):
+            f.write(bytes(1 << 20))
     return files
 
 
 @pytest.mark.parametrize("case, read, written", [
-    ("one_line_50mb", 2, 2), ("gzip_bomb", 2, 1), ("rejected_3m", 3_000_000, 0), ("text_30mb", None, None)])
+    ("one_line_50mb", 2, 2), ("gzip_bomb", 2, 1), ("rejected_3m", 3_000_000, 0), ("text_30mb", None, None),
+    ("nul_text_60mb", 1, 1)])
 def test_peak_memory_stays_bounded(hostile_files, tokenizer_path, tmp_path, case, read, written):
     src = hostile_files[case]
     out = str(tmp_path / "out")
@@ -209,6 +216,80 @@ def test_peak_memory_stays_bounded(hostile_files, tokenizer_path, tmp_path, case
         assert c["documents_written"] >= 1 and c["tokens"] > 5_000_000
     print(f"{case}: peak RSS {peak_mb:.0f} MB")
     assert peak_mb < RSS_BOUND_MB, f"{case}: peak RSS {peak_mb:.0f} MB"
+
+
+# ---------------------------------------------------------------------- text bombs
+
+
+@pytest.fixture(scope="module")
+def text_bomb(tmp_path_factory, stdlib) -> dict[str, str]:
+    """A 1 MB ``.txt.gz`` that inflates to 1 GiB of NUL bytes: alone, and among 100
+    good documents (stdlib modules as ``.txt``)."""
+    d = tmp_path_factory.mktemp("text-bomb")
+    (d / "alone").mkdir()
+    (d / "mixed").mkdir()
+    bomb = d / "alone" / "bomb.txt.gz"
+    with gzip.open(bomb, "wb", compresslevel=9) as f:
+        block = bytes(1 << 20)
+        for _ in range(1024):
+            f.write(block)
+    assert bomb.stat().st_size < 1_100_000
+    shutil.copy(bomb, d / "mixed" / "bomb.txt.gz")
+    for i, path in enumerate(sorted(glob.glob(os.path.join(stdlib, "*.py")))[:100]):
+        shutil.copy(path, d / "mixed" / f"doc-{i:03d}.txt")
+    return {"alone": str(d / "alone" / "*"), "mixed": str(d / "mixed" / "*")}
+
+
+@pytest.mark.parametrize("case, read, written", [("alone", 1, 0), ("mixed", 101, 100)])
+def test_a_compressed_text_bomb_is_a_dead_letter_within_seconds(text_bomb, tokenizer_path, tmp_path, case, read,
+                                                                written):
+    out = str(tmp_path / "out")
+    started = time.monotonic()
+    code, peak_mb, err = _peak_rss_mb(["prepare", "--input", text_bomb[case], "--output", out, "--tokenizer",
+                                       tokenizer_path, "--seq-len", "512", "-q"])
+    seconds = time.monotonic() - started
+    assert code == 0, err
+    c = read_manifest(out)["counts"]
+    assert (c["documents_read"], c["documents_written"]) == (read, written)
+    assert c["documents_read"] == c["documents_written"] + c["documents_rejected"]
+    assert c["rejected_by_reason"] == {"record_too_large": 1}
+    dead = [json.loads(line) for path in glob.glob(os.path.join(out, "rejected", "*.jsonl")) for line in open(path)]
+    assert [d["key"] for d in dead] == ["bomb.txt.gz"]
+    assert "once decompressed" in dead[0]["detail"] and "--max-document-bytes" in dead[0]["detail"]
+    print(f"text bomb {case}: {seconds:.1f} s, peak RSS {peak_mb:.0f} MB")
+    assert seconds < 60 and peak_mb < RSS_BOUND_MB, (seconds, peak_mb)
+
+
+def test_max_document_bytes_bounds_text_files_and_json_lines(tmp_path, stdlib, tokenizer_path):
+    text = "".join(open(p, encoding="utf-8").read() for p in sorted(glob.glob(os.path.join(stdlib, "json", "*.py"))))
+    assert len(text.encode()) > 30_000
+    (tmp_path / "in").mkdir()
+    (tmp_path / "in" / "plain.txt").write_text(text, encoding="utf-8")
+    with gzip.open(tmp_path / "in" / "packed.txt.gz", "wt", encoding="utf-8") as f:
+        f.write(text)
+    (tmp_path / "in" / "records.jsonl").write_text(json.dumps({"id": "long", "text": text}) + "\n"
+                                                   + json.dumps({"id": "short", "text": "a short one"}) + "\n")
+    pattern = str(tmp_path / "in" / "*")
+    small = run_prepare(_config(pattern, max_document_bytes=20_000), str(tmp_path / "small")).manifest
+    assert small["counts"]["rejected_by_reason"] == {"record_too_large": 3}
+    assert small["counts"]["documents_written"] == 1 and small["config"]["max_document_bytes"] == 20_000
+    large = run_prepare(_config(pattern, max_document_bytes=1 << 20), str(tmp_path / "large")).manifest
+    assert large["counts"]["documents_written"] == 4 and large["counts"]["documents_rejected"] == 0
+    r = _cli("prepare", "--input", pattern, "--output", str(tmp_path / "cli"), "--tokenizer", tokenizer_path,
+             "--max-document-bytes", "0")
+    assert r.returncode == errors.EXIT_BAD_INPUT and "--max-document-bytes" in _one_error_line(r.stderr)
+
+
+def test_a_long_unit_logs_progress_before_its_shard_is_done(tmp_path, email_glob, tokenizer_path, monkeypatch, caplog):
+    import logging
+
+    from meap_data import process
+
+    monkeypatch.setattr(process, "UNIT_PROGRESS_EVERY_S", 0.0)
+    with caplog.at_level(logging.INFO, logger="meap_data"):
+        run_prepare(_config(email_glob, input_bytes_per_shard=1 << 30), str(tmp_path / "out"), tokenizer=tokenizer_path)
+    running = [r.getMessage() for r in caplog.records if ": running, " in r.getMessage()]
+    assert running and running[0].startswith("shard 1/1: running, ") and "M tokens so far" in running[0]
 
 
 # ---------------------------------------------------------------------- one writer
@@ -421,8 +502,25 @@ def test_a_closed_pipe_exits_quietly_with_141(tmp_path):
 
 
 def test_ctrl_c_exits_130_with_one_line(tmp_path, hostile_files, tokenizer_path):
-    proc = subprocess.Popen([sys.executable, "-m", "meap_data", "prepare", "--input", hostile_files["text_30mb"],
-                             "--output", str(tmp_path / "out"), "--tokenizer", tokenizer_path], cwd=ROOT,
+    out = str(tmp_path / "out")
+    code, err = _start_and_stop(out, _slow_inputs(hostile_files), tokenizer_path,
+                                lambda p: p.send_signal(signal.SIGINT))
+    assert code == errors.EXIT_INTERRUPTED
+    assert _one_error_line(err) == "error: interrupted" and err.rstrip().endswith("error: interrupted")
+    assert not os.path.exists(os.path.join(out, LOCK)) and not os.path.exists(os.path.join(out, "manifest.json"))
+
+
+def _slow_inputs(hostile_files) -> list[str]:
+    """Inputs whose prepare at --seq-len 256 runs about 13 s here: long enough that a
+    signal sent a second after it starts always lands mid-run (the 30 MB text alone
+    now finishes in about a second)."""
+    return [hostile_files["text_30mb"], hostile_files["nul_text_60mb"]]
+
+
+def _start_and_stop(out: str, inputs: list[str], tokenizer_path: str, stop) -> tuple[int, str]:
+    """Start a prepare of ``inputs``, ``stop(proc)`` once it is writing; its exit code and stderr."""
+    proc = subprocess.Popen([sys.executable, "-m", "meap_data", "prepare", "--input", *inputs, "--output", out,
+                             "--tokenizer", tokenizer_path, "--seq-len", "256"], cwd=ROOT,
                             stdout=subprocess.DEVNULL, stderr=subprocess.PIPE, text=True)
     seen = ""
     while "planned as" not in seen:
@@ -430,8 +528,41 @@ def test_ctrl_c_exits_130_with_one_line(tmp_path, hostile_files, tokenizer_path)
         assert line, seen
         seen += line
     time.sleep(1.0)
-    proc.send_signal(signal.SIGINT)
+    stop(proc)
     err = proc.stderr.read()
-    assert proc.wait(timeout=120) == errors.EXIT_INTERRUPTED
-    assert _one_error_line(err) == "error: interrupted" and err.rstrip().endswith("error: interrupted")
-    assert not os.path.exists(tmp_path / "out" / LOCK) and not os.path.exists(tmp_path / "out" / "manifest.json")
+    return proc.wait(timeout=120), err
+
+
+def _leftovers(out) -> list[str]:
+    return sorted(os.path.relpath(os.path.join(d, n), out) for d, _, names in os.walk(out) for n in names
+                  if ".tmp-" in n or n == LOCK)
+
+
+def test_sigterm_stops_cleanly_and_a_rerun_replaces_the_partial_output(tmp_path, hostile_files, tokenizer_path):
+    out = str(tmp_path / "out")
+    code, err = _start_and_stop(out, _slow_inputs(hostile_files), tokenizer_path, lambda p: p.terminate())
+    assert code == errors.EXIT_TERMINATED and _one_error_line(err) == "error: terminated"
+    # No lock, no temporary file, no manifest: what is left is the tokenizer files and
+    # the shard folders, with only whole shards of finished units in them.
+    assert _leftovers(out) == [] and not os.path.exists(os.path.join(out, "manifest.json"))
+    assert {"arrow", "webdataset", "tokenizer.json"} <= set(os.listdir(out))
+    rerun = ["prepare", "--input", hostile_files["text_30mb"], "--output", out, "--tokenizer", tokenizer_path,
+             "--seq-len", "256", "-q"]  # the rerun may be quicker: only the output's state matters
+    r = _cli(*rerun)
+    assert r.returncode == errors.EXIT_BAD_INPUT
+    assert "files of an incomplete run" in _one_error_line(r.stderr) and "--overwrite" in r.stderr
+    r = _cli(*rerun, "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert verify_dataset(out) == [] and _leftovers(out) == []
+
+
+def test_after_sigkill_a_rerun_takes_the_lock_over_and_replaces_the_partial_output(tmp_path, hostile_files,
+                                                                                  tokenizer_path):
+    out = str(tmp_path / "out")
+    code, _ = _start_and_stop(out, _slow_inputs(hostile_files), tokenizer_path, lambda p: p.kill())
+    assert code == -signal.SIGKILL
+    assert LOCK in _leftovers(out)  # nothing runs after SIGKILL: the lock of a dead pid stays
+    r = _cli("prepare", "--input", hostile_files["text_30mb"], "--output", out, "--tokenizer", tokenizer_path,
+             "--seq-len", "256", "-q", "--overwrite")
+    assert r.returncode == 0, r.stderr
+    assert verify_dataset(out) == [] and _leftovers(out) == []

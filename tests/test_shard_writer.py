@@ -88,6 +88,28 @@ def test_the_webdataset_shard_is_the_tar_tarfile_writes(tmp_path):
     assert entry["samples"] == 304
 
 
+def test_the_arrow_shard_does_not_depend_on_how_rows_arrive(tmp_path):
+    """One 3,000-row write (a huge document's rows) and the same rows in writes of 1 to
+    700 give the same bytes: fixed 256-row record batches, in order."""
+    import pyarrow as pa
+
+    rows = _rows(3000, 32, 4)
+    whole = ShardWriter(str(tmp_path / "whole"), 0, 1, ("arrow",))
+    whole.write(rows)
+    pieces = ShardWriter(str(tmp_path / "pieces"), 0, 1, ("arrow",))
+    lo = 0
+    for size in [1, 255, 2, 700, 256, 512, 3, 600] * 3:
+        if lo < len(rows):
+            pieces.write(rows.slice(lo, min(lo + size, len(rows))))
+            lo += size
+    assert lo >= len(rows)
+    a, b = whole.close()["arrow"], pieces.close()["arrow"]
+    assert a["sha256"] == b["sha256"] and a["samples"] == b["samples"] == 3000
+    with pa.ipc.open_stream(str(tmp_path / "whole" / a["path"])) as reader:
+        sizes = [batch.num_rows for batch in reader]
+    assert sizes == [256] * 11 + [184]
+
+
 def test_hashing_writer_keeps_order_and_hashes_everything(tmp_path):
     rng = np.random.default_rng(0)
     pieces = [rng.bytes(int(n)) for n in rng.integers(0, 3 * storage.HashingWriter.CHUNK_BYTES // 2, 12)]

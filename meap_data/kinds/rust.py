@@ -108,14 +108,15 @@ class SplitRecords:
     """One unit's records of one split, as (key, record) or Rejected, in input order;
     counts records per primary code as it goes (the manifest's ``codes``)."""
 
-    def __init__(self, options: RustOptions):
+    def __init__(self, options: RustOptions, max_bytes: int):
         self.options = options
+        self.max_bytes = max_bytes
         self.codes: dict[str, int] = {}
 
     def __call__(self, unit: WorkUnit) -> Iterator[tuple[str, dict[str, Any]] | Rejected]:
         opts = self.options
         for frange in unit.ranges:
-            for record, rejected in iter_records(frange):
+            for record, rejected in iter_records(frange, self.max_bytes):
                 if rejected is not None:
                     if opts.split == "train":  # no code known: train counts it
                         yield rejected
@@ -139,7 +140,7 @@ class TranscriptProcessor(PackedDocumentsProcessor):
     """``--task transcript``: records as packed pre-training text."""
 
     def __init__(self, config, tokenizer, output_dir, total_units):
-        self.records = SplitRecords(config.options)
+        self.records = SplitRecords(config.options, config.max_document_bytes)
         super().__init__(config, tokenizer, output_dir, total_units, self.records.documents)
 
     def process(self, unit: WorkUnit) -> UnitResult:
@@ -155,7 +156,7 @@ class SftProcessor(UnitProcessor):
 
     def __init__(self, config, tokenizer, output_dir, total_units, rule: SftRule):
         super().__init__(config, tokenizer, output_dir, total_units, rule)
-        self.records = SplitRecords(config.options)
+        self.records = SplitRecords(config.options, config.max_document_bytes)
         self.render = repair if config.options.task == "repair" else diagnose
 
     def process(self, unit: WorkUnit) -> UnitResult:

@@ -17,7 +17,7 @@ class TextKind(DataKind):
         return PRETRAIN_MASK_RATIO
 
     def training_documents(self, files, config):
-        return (d for f in files for d in read_range(FileRange(f), config.text_field))
+        return (d for f in files for d in read_range(FileRange(f), config.text_field, config.max_document_bytes))
 
     def mask_rule(self, config, tokenizer):
         return pretrain_rule(config, tokenizer)
@@ -25,6 +25,6 @@ class TextKind(DataKind):
     def make_processor(self, config, tokenizer, output_dir, total_units):
         def documents(unit):
             for frange in unit.ranges:
-                yield from read_range(frange, config.text_field)
+                yield from read_range(frange, config.text_field, config.max_document_bytes)
 
         return PackedDocumentsProcessor(config, tokenizer, output_dir, total_units, documents)

@@ -21,7 +21,7 @@ import jsonschema
 from meap_data.documents import Rejected
 from meap_data.errors import MeapDataError
 from meap_data.inputs import FileRange
-from meap_data.readers import json_lines
+from meap_data.readers import MAX_RECORD_BYTES, json_lines
 
 SCHEMA_VERSION = 1
 #: The primary code of a record whose diagnostics carry no code at all (parse errors).
@@ -147,14 +147,14 @@ def primary_code(record: dict[str, Any]) -> str:
     return NO_CODE
 
 
-def iter_records(frange: FileRange) -> Iterator[tuple[dict[str, Any] | None, Rejected | None]]:
+def iter_records(frange: FileRange, max_bytes: int = MAX_RECORD_BYTES) -> Iterator[tuple[dict[str, Any] | None, Rejected | None]]:
     """(record, None) for each usable record of one input range, (None, Rejected) else.
 
     Reasons: ``invalid_utf8``, ``invalid_json``, ``invalid_record`` (fails the schema),
     ``timed_out`` (the compiler ran past its limit: no output to learn from) and
     ``no_diagnostics`` (it compiled cleanly); a whole file that is not JSON lines (a
     ``.rs`` source given by mistake) is one ``not_jsonl``. Compressed files (.gz, .zst)
-    are read too.
+    are read too. ``max_bytes``: the longest record line read (longer: ``record_too_large``).
     """
     f = frange.file
     if f.file_type != "jsonl":
@@ -163,7 +163,7 @@ def iter_records(frange: FileRange) -> Iterator[tuple[dict[str, Any] | None, Rej
             "record sources first with 'meap-data rust harvest SRC... --output FILE.jsonl'"))
         return
     try:
-        for item in json_lines(frange):
+        for item in json_lines(frange, max_bytes):
             if isinstance(item, Rejected):
                 yield None, item
                 continue
