@@ -10,12 +10,14 @@ No token data is shuffled; only unit descriptions and small counts cross workers
 
 from __future__ import annotations
 
+import importlib
 import json
 
 import apache_beam as beam
 from apache_beam.metrics import Metrics
 
 from .config import PrepareConfig
+from .errors import MeapDataError
 from .inputs import WorkUnit
 from .kinds import get_kind, resolve_config
 from .manifest import build_manifest, write_manifest
@@ -94,11 +96,52 @@ def unknown_pipeline_args(beam_args: list[str]) -> list[str]:
     logged warning), parsed as Beam's ``PipelineOptions.get_all_options`` does."""
     from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
+    extra_runner(beam_args)
     parser = _BeamArgumentParser(allow_abbrev=False)
     for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
         cls._add_argparse_args(parser)
     _, unknown = parser.parse_known_args(beam_args)
+    check_runner_name(beam_args)
     return unknown
+
+
+def check_runner_name(beam_args: list[str]) -> None:
+    """A one-line error for a ``--runner`` Beam would refuse only once the job is set up."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
+    if runner is None or "." in runner or runner in EXTRA_RUNNERS:
+        return
+    known = list(StandardOptions.KNOWN_RUNNER_NAMES)
+    lowered = {k.lower() for k in known}
+    if runner.lower() not in lowered and runner.lower() + "runner" not in lowered:
+        raise MeapDataError(f"--runner {runner}: not a Beam runner here; choose one of "
+                            f"{', '.join(known + list(EXTRA_RUNNERS))}, or a class's full dotted name")
+
+
+#: Runners Beam ships but does not know by their short name (``--runner DaskRunner``):
+#: the class to run, whose module also declares the runner's own options.
+EXTRA_RUNNERS = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
+
+
+def extra_runner(beam_args: list[str]):
+    """The class of an :data:`EXTRA_RUNNERS` runner named by ``--runner`` (importing it
+    declares its options, e.g. ``--dask_client_address``), else None; a one-line error
+    when that runner's packages are not installed."""
+    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
+
+    runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
+    path = EXTRA_RUNNERS.get(runner or "")
+    if path is None:
+        return None
+    module, name = path.rsplit(".", 1)
+    try:
+        import dask.distributed  # noqa: F401  (the runner imports it late: fail here, not mid-run)
+
+        return getattr(importlib.import_module(module), name)
+    except ImportError as exc:
+        raise MeapDataError(f"--runner {runner} needs the dask extra: pip install 'meap-data[dask]' "
+                            f"({exc})") from exc
 
 
 def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
@@ -117,4 +160,7 @@ def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
         return beam.Pipeline(runner=FnApiRunner(), options=options)
+    extra = extra_runner(beam_args)
+    if extra is not None:
+        return beam.Pipeline(runner=extra(), options=options)
     return beam.Pipeline(options=options)

@@ -249,16 +249,21 @@ def main(argv: list[str] | None = None) -> int:
     parser = build_parser()
     args, extra = parser.parse_known_args(argv)
     setup_logging(args.quiet)
+    unknown = extra
     if extra and getattr(args, "accepts_beam_args", False):
         from .beam import unknown_pipeline_args
 
         # A typo (--seqlen) must not pass silently to Beam, which would drop it.
-        extra = unknown_pipeline_args(extra)
+        try:
+            unknown = unknown_pipeline_args(extra)
+        except MeapDataError as exc:  # the runner named is not installed
+            print(f"error: {exc}", file=sys.stderr)
+            return exc.exit_code
         what = f"a meap-data {args.command} option or an Apache Beam pipeline option"
     else:
         what = f"a meap-data {args.command} option"
-    if extra:
-        print(f"error: unrecognized arguments: {' '.join(extra)} (not {what}; see meap-data {args.command} --help)",
+    if unknown:
+        print(f"error: unrecognized arguments: {' '.join(unknown)} (not {what}; see meap-data {args.command} --help)",
               file=sys.stderr)
         return 2
     if getattr(args, "accepts_beam_args", False):

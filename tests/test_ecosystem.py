@@ -5,6 +5,7 @@ diagnosis for a wrong directory, a current s3fs in the project's own set-up, and
 from __future__ import annotations
 
 import importlib.metadata
+import json
 import logging
 import os
 
@@ -43,6 +44,10 @@ def test_real_beam_options_pass_and_quiet_works_after_the_command(tmp_path, caps
                  tokenizer_path, "--direct_num_workers", "1", "-q"]) == 0
     captured = capsys.readouterr()
     assert "dataset written to" in captured.out and "shard 1/1" not in captured.err  # -q after the command
+    # The Beam options reach Beam (they were once checked, then dropped).
+    assert json.load(open(out / "run_info.json"))["beam_args"] == ["--direct_num_workers", "1"]
+    assert main(["prepare", "--input", json_pkg_glob, "--output", str(tmp_path / "r"), "--runner", "NoSuchRunner"]) == 2
+    assert "--runner NoSuchRunner: not a Beam runner here" in capsys.readouterr().err
     with pytest.raises(SystemExit) as exit_info:
         main(["--version"])
     assert exit_info.value.code == 0 and capsys.readouterr().out.startswith("meap-data ")
