@@ -91,6 +91,21 @@ class PrepareShards(beam.PTransform):
         )
 
 
+class PrepareDatasets(beam.PTransform):
+    """``pipeline | PrepareDatasets({label: PrepareShards(...)})``: several datasets from
+    one pipeline (``--kind rust``: train and eval), ending in one step that needs every
+    manifest. Beam's DaskRunner computes only the last step of a pipeline and what it
+    depends on, so two loose branches would leave one dataset unwritten there."""
+
+    def __init__(self, datasets: dict[str, PrepareShards]):
+        super().__init__()
+        self.datasets = datasets
+
+    def expand(self, pbegin):
+        manifests = [pbegin | label >> prepare for label, prepare in self.datasets.items()]
+        return manifests | "AllManifests" >> beam.Flatten()
+
+
 def unknown_pipeline_args(beam_args: list[str]) -> list[str]:
     """The arguments no Beam pipeline option takes (Beam itself would drop them with a
     logged warning), parsed as Beam's ``PipelineOptions.get_all_options`` does."""

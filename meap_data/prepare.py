@@ -235,7 +235,7 @@ def run_prepare(
 
 def _write_datasets(config, output_dir, targets, files, units, input_bytes, started, tokenizer, beam_args,
                     overwrite, eos_token, bos_token, progress, tokenizer_backend) -> PrepareOutcome:
-    from .beam import PrepareShards, make_pipeline
+    from .beam import PrepareDatasets, PrepareShards, make_pipeline
 
     for target in targets:
         prepare_output_dir(target.directory, overwrite)
@@ -253,9 +253,9 @@ def _write_datasets(config, output_dir, targets, files, units, input_bytes, star
         ", ".join(t.directory for t in targets),
     )
     pipeline = make_pipeline(beam_args or [])
-    for target in targets:
-        label = f"Prepare{target.name.title()}"
-        _ = pipeline | label >> PrepareShards(target.config, info, target.directory, units)
+    _ = pipeline | "Prepare" >> PrepareDatasets({
+        f"Prepare{target.name.title()}": PrepareShards(target.config, info, target.directory, units)
+        for target in targets})
     pipeline_started = time.perf_counter()
     with ShardWatcher(targets, len(units), config.formats[0], progress):
         pipeline.run().wait_until_finish()
