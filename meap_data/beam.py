@@ -164,8 +164,9 @@ def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
 
     With no ``--runner`` (or ``DirectRunner``) the in-process FnApiRunner runs it: the
     DirectRunner would first try to download the Prism runner. It honours
-    ``--direct_num_workers`` and ``--direct_running_mode``. Any other runner name
-    (``DataflowRunner``, ``PrismRunner``, ...) is passed to Beam as given.
+    ``--direct_num_workers`` and ``--direct_running_mode``. ``DaskRunner`` is Beam's
+    (:data:`EXTRA_RUNNERS`); any other runner name (``DataflowRunner``,
+    ``PortableRunner``, ...) is passed to Beam as given.
     """
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 

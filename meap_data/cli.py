@@ -18,6 +18,8 @@ def _add_prepare(sub) -> None:
         help="raw corpora to tokenized, MEAP-masked, packed shards (Apache Beam)",
         description="Read, tokenize, mask, pack and write Arrow and WebDataset shards. "
         "Unknown options are passed to Apache Beam (e.g. --runner DataflowRunner, "
+        "--runner DaskRunner --dask_client_address tcp://HOST:8786, --runner PortableRunner "
+        "--job_endpoint embed --environment_type EXTERNAL --environment_config HOST:PORT, "
         "--direct_num_workers 2 --direct_running_mode multi_processing). Without --runner "
         "the job runs in-process and never downloads a runner.",
     )
