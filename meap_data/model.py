@@ -1,11 +1,14 @@
 """A small GPT-style decoder for ``train_shards.py`` (nanoGPT's model, trimmed).
 
 Pre-LayerNorm blocks, learned absolute positions, GELU MLP, the token embedding tied to
-the output layer. Attention goes through ``F.scaled_dot_product_attention``: with
+the output layer. Attention goes through ``F.scaled_dot_product_attention`` with
 ``is_causal=True`` when samples may attend across packed documents (Flash attention on
-Hopper), or with a boolean (B, 1, L, L) mask built from per-position document ids when
-they may not (a dense mask rules out the Flash kernel; SDPA picks the memory-efficient
-kernel on CUDA, the math kernel on CPU).
+Hopper). When they may not (``doc_ids`` given), the same-document-and-causal rule is
+either a block mask for ``torch.nn.attention.flex_attention`` (``doc_attention="flex"``:
+blocks no document pair shares are skipped, memory O(L) per sample instead of O(L^2);
+fused when compiled) or a dense boolean (B, 1, L, L) SDPA mask (``"dense"``: no Flash
+kernel; SDPA picks the memory-efficient kernel on CUDA, the math kernel on CPU). Both
+compute the same function; :func:`choose_doc_attention` picks one.
 
 The model shifts (Hugging Face convention): ``labels`` are aligned with ``input_ids`` and
 the loss at position t predicts ``labels[t + 1]`` from inputs ``0..t``; -100 is ignored.
@@ -44,10 +47,15 @@ class ModelConfig:
     # corpus, 2 layers x 64 wide, untied is ~1.4 nats below the unigram entropy after 100
     # steps where tied is ~0.2.
     tie_embeddings: bool = True
+    # How document-masked attention runs: "dense" (SDPA with a boolean mask) or "flex"
+    # (flex attention with a block mask); see choose_doc_attention.
+    doc_attention: str = "dense"
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
             raise ValueError(f"--width {self.n_embd} is not divisible by --heads {self.n_head}; pick a width that is")
+        if self.doc_attention not in ("dense", "flex"):
+            raise ValueError(f"doc_attention must be dense or flex, got {self.doc_attention!r}")
         if min(self.vocab_size, self.seq_len, self.n_layer, self.n_embd, self.n_head) < 1:
             raise ValueError(f"every model dimension must be positive, got {asdict(self)}")
 
@@ -66,6 +74,56 @@ def document_causal_mask(doc_ids: torch.Tensor) -> torch.Tensor:
     return (same_doc & causal)[:, None]
 
 
+DOC_ATTENTION = ("auto", "flex", "dense")
+
+
+def flex_attention_problem() -> str | None:
+    """Why this torch cannot run flex attention, or None when it can."""
+    try:
+        from torch.nn.attention.flex_attention import create_block_mask, flex_attention  # noqa: F401
+    except ImportError as exc:
+        return f"torch {torch.__version__} has no flex attention ({exc})"
+    return None
+
+
+def choose_doc_attention(requested: str, device: torch.device, dropout: float = 0.0,
+                         training: bool = True) -> tuple[str, str]:
+    """(backend, reason) for document-masked attention: ``"flex"`` or ``"dense"``.
+
+    ``requested``: ``auto`` (flex on CUDA, where compiled it is a fused block-sparse
+    kernel; dense elsewhere), ``flex`` or ``dense``. Flex falls back to dense, with the
+    reason, where it cannot run: a torch without it, attention dropout (flex has none),
+    or training off CUDA (flex attention has no backward on CPU; forward-only use on CPU
+    runs its unfused reference, which materialises the same scores as the dense mask)."""
+    if requested not in DOC_ATTENTION:
+        raise ValueError(f"--doc-attention must be one of {', '.join(DOC_ATTENTION)}, got {requested!r}")
+    if requested == "dense":
+        return "dense", "dense SDPA mask (requested with --doc-attention dense)"
+    problem = flex_attention_problem()
+    if problem is None and dropout > 0:
+        problem = f"flex attention takes no attention dropout (--dropout {dropout})"
+    if problem is None and device.type != "cuda" and training:
+        problem = f"flex attention has no backward on {device.type} (torch {torch.__version__})"
+    if problem is None and requested == "auto" and device.type != "cuda":
+        problem = f"on {device.type} flex attention is not fused (it would materialise the same scores)"
+    if problem is not None:
+        return "dense", f"dense SDPA mask: {problem}"
+    return "flex", "flex attention with a block mask (blocks of different documents skipped)"
+
+
+def document_block_mask(doc_ids: torch.Tensor):
+    """The flex-attention ``BlockMask`` of :func:`document_causal_mask`'s rule: query i
+    sees key j when j <= i in the same document. ``doc_ids``: (B, L) per position."""
+    from torch.nn.attention.flex_attention import create_block_mask
+
+    batch, length = doc_ids.shape
+
+    def same_document_causal(b, h, q_idx, kv_idx):
+        return (q_idx >= kv_idx) & (doc_ids[b, q_idx] == doc_ids[b, kv_idx])
+
+    return create_block_mask(same_document_causal, batch, None, length, length, device=doc_ids.device)
+
+
 class CausalSelfAttention(nn.Module):
     def __init__(self, cfg: ModelConfig):
         super().__init__()
@@ -81,6 +139,11 @@ class CausalSelfAttention(nn.Module):
         q, k, v = self.qkv(x).split(C, dim=2)
         # (B, T, C) -> (B, heads, T, head_dim)
         q, k, v = (t.view(B, T, self.n_head, C // self.n_head).transpose(1, 2) for t in (q, k, v))
+        if attn_mask is not None and not isinstance(attn_mask, torch.Tensor):  # a flex BlockMask
+            from torch.nn.attention.flex_attention import flex_attention
+
+            y = flex_attention(q, k, v, block_mask=attn_mask).transpose(1, 2).contiguous().view(B, T, C)
+            return self.resid_dropout(self.proj(y))
         y = F.scaled_dot_product_attention(
             q, k, v,
             attn_mask=attn_mask,
@@ -165,7 +228,9 @@ class GPT(nn.Module):
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device)
         x = self.drop(self.wte(input_ids) + self.wpe(position_ids))
-        attn_mask = None if doc_ids is None else document_causal_mask(doc_ids)
+        attn_mask = None
+        if doc_ids is not None:
+            attn_mask = document_block_mask(doc_ids) if self.cfg.doc_attention == "flex" else document_causal_mask(doc_ids)
         for block in self.blocks:
             x = block(x, attn_mask)
         logits = self.lm_head(self.ln_f(x))

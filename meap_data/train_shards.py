@@ -66,7 +66,7 @@ from .errors import MeapDataError, run_command
 from .loader import ShardDataLoader, ShardIterableDataset, ShardLoader
 from .manifest import DatasetManifest
 from .masking import MaskRule
-from .model import GPT, ModelConfig, cosine_lr, flops_per_token, mfu, peak_flops
+from .model import DOC_ATTENTION, GPT, ModelConfig, choose_doc_attention, cosine_lr, flops_per_token, mfu, peak_flops
 from .sample_format import IGNORE_INDEX
 
 CHECKPOINT = "ckpt.pt"
@@ -92,7 +92,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="meap: the masked input_ids; ntp: the dataset rule's plain view (clean inputs; on "
                    "fine-tuning data the clean copies only) (default: meap)")
     g.add_argument("--doc-mask", action="store_true",
-                   help="no attention across the documents packed into one sample (dense mask; slower on GPU)")
+                   help="no attention across the documents packed into one sample (see --doc-attention)")
+    g.add_argument("--doc-attention", choices=DOC_ATTENTION, default="auto",
+                   help="how --doc-mask attention runs: flex (flex attention, a block mask: blocks of different "
+                   "documents skipped), dense (SDPA with a (B, 1, L, L) boolean mask) or auto (default: flex on "
+                   "CUDA, dense on CPU where flex is not fused); the choice and its reason are printed")
     g.add_argument("--eval-samples", type=int, default=256,
                    help="samples held out for evaluation, taken from the end of the dataset (default: 256, at most 10%%)")
     g.add_argument("--num-workers", type=int, default=0, help="loader worker processes per rank (default: 0)")
@@ -162,6 +166,7 @@ class TrainConfig:
     gradient_checkpointing: bool = False
     objective: str = "meap"
     doc_mask: bool = False
+    doc_attention: str = "auto"
     eval_samples: int = 256
     num_workers: int = 0
     masks: str = "static"
@@ -523,8 +528,14 @@ def build_model(cfg: TrainConfig, manifest: DatasetManifest, rt: Runtime):
 
         raw_model = load_pretrained(cfg.init_from, manifest.vocab_size, cfg.gradient_checkpointing).to(rt.device)
     else:
+        backend = "dense"
+        if cfg.doc_mask:
+            backend, reason = choose_doc_attention(cfg.doc_attention, rt.device, cfg.dropout)
+            if rt.master and not cfg.quiet:
+                print(f"document mask: {reason}", flush=True)
         model_cfg = ModelConfig(vocab_size=manifest.vocab_size, seq_len=cfg.seq_len, n_layer=cfg.layers,
-                                n_embd=cfg.width, n_head=cfg.heads, dropout=cfg.dropout, tie_embeddings=not cfg.untied)
+                                n_embd=cfg.width, n_head=cfg.heads, dropout=cfg.dropout, tie_embeddings=not cfg.untied,
+                                doc_attention=backend)
         raw_model = GPT(model_cfg).to(rt.device)
     optimizer = raw_model.configure_optimizer(cfg.lr, cfg.weight_decay, (cfg.beta1, cfg.beta2))
     return raw_model, optimizer
