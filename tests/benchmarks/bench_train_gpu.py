@@ -81,7 +81,7 @@ def run_one(data: str, out: str, objective: str, model_flags: list[str], steps: 
     argv = ["--data", data, "--out", out, "--objective", objective, "--max-steps", str(steps),
             "--warmup-steps", str(max(1, steps // 10)), "--log-interval", str(interval),
             "--eval-interval", "0", "--eval-samples", "0", "--checkpoint-interval", str(10 * steps),
-            "--quiet", *model_flags]
+            "--quiet", "--overwrite", *model_flags]
     result = train_shards.train(train_shards.build_parser().parse_args(argv))
     records = [r for r in result["records"] if r["kind"] == "train"][1:]
     if not records:
@@ -95,7 +95,7 @@ def median(values):
     return statistics.median(values) if values else None
 
 
-def main(argv: list[str] | None = None) -> int:
+def build_parser() -> argparse.ArgumentParser:
     p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     p.add_argument("--cpu-small", action="store_true", help="CPU figures for a small model instead of the GPU run")
     p.add_argument("--work", default=None, help="directory for datasets and runs (default: a temporary one; "
@@ -109,25 +109,38 @@ def main(argv: list[str] | None = None) -> int:
     p.add_argument("--batch-size", type=int, default=None, help="per-device micro-batch (default: GPU 16, CPU 8)")
     p.add_argument("--repeats", type=int, default=1, help="runs per objective, alternating (default: 1)")
     p.add_argument("--no-compile", action="store_true", help="GPU run without torch.compile")
-    p.add_argument("--doc-mask", action="store_true", help="document-masked attention (dense mask, no Flash kernel)")
+    p.add_argument("--doc-mask", action="store_true", help="document-masked attention (see --doc-attention)")
+    p.add_argument("--doc-attention", choices=("auto", "flex", "dense"), default="auto",
+                   help="with --doc-mask: flex (block mask), dense (SDPA mask) or auto (flex on CUDA)")
+    p.add_argument("--tiny", action="store_true", help="with --cpu-small: 2 layers x 64, seq 128 (a smoke run)")
     p.add_argument("--peak-flops", type=float, default=None, help="peak FLOP/s for MFU (CPU: n/a without it)")
-    args = p.parse_args(argv)
+    return p
 
+
+def main(argv: list[str] | None = None) -> int:
+    args = build_parser().parse_args(argv)
     if not args.cpu_small and not torch.cuda.is_available():
         print("SKIP bench_train_gpu: no CUDA device visible to torch; the 124M bf16 compiled benchmark needs "
               "one (H100/H200). Run with --cpu-small for the CPU figures.")
         return 0
+    print(json.dumps(benchmark(args)))
+    return 0
 
+
+def benchmark(args: argparse.Namespace) -> dict:
+    """Run the benchmark as ``args`` say; the summary (also printed line by line)."""
     work = args.work or tempfile.mkdtemp(prefix="bench_train_")
     os.makedirs(work, exist_ok=True)
     if args.cpu_small:
         if args.threads:
             torch.set_num_threads(args.threads)
         steps, interval, batch = args.steps or 30, args.interval or 5, args.batch_size or 8
-        data = build_dataset(os.path.join(work, "stdlib-quick-256"), 256, None, quick=True)
-        model_flags = ["--device", "cpu", "--layers", "4", "--width", "128", "--heads", "4",
+        seq, layers, width = (128, 2, 64) if args.tiny else (256, 4, 128)
+        data = build_dataset(os.path.join(work, f"stdlib-quick-{seq}"), seq, None, quick=True)
+        model_flags = ["--device", "cpu", "--layers", str(layers), "--width", str(width), "--heads", "4",
                        "--batch-size", str(batch), "--num-workers", str(args.num_workers or 0)]
-        label = f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads), 4 layers x 128, seq 256, fp32"
+        label = (f"CPU ({os.cpu_count()} cores, {torch.get_num_threads()} threads), {layers} layers x {width}, "
+                 f"seq {seq}, fp32")
     else:
         steps, interval, batch = args.steps or 60, args.interval or 10, args.batch_size or 16
         data = build_dataset(os.path.join(work, "stdlib-1024-gpt2vocab"), 1024, GPT2_VOCAB, quick=False)
@@ -138,7 +151,8 @@ def main(argv: list[str] | None = None) -> int:
         label = (f"{torch.cuda.get_device_name()} x1, GPT-2 small 12 x 768, seq 1024, bf16"
                  f"{'' if args.no_compile else ', compiled'}")
     if args.doc_mask:
-        model_flags.append("--doc-mask")
+        model_flags += ["--doc-mask", "--doc-attention", args.doc_attention]
+        label += f", document mask ({args.doc_attention})"
     if args.peak_flops:
         model_flags += ["--peak-flops", str(args.peak_flops)]
 
@@ -179,8 +193,7 @@ def main(argv: list[str] | None = None) -> int:
     print(f"  data-wait fraction: {summary['data_wait']:.3%} (target <= 1%)")
     if not args.cpu_small and summary["mfu"]["meap"] is not None:
         print(f"  MFU target 40%: {'met' if summary['mfu']['meap'] >= 0.40 else 'NOT met'}")
-    print(json.dumps(summary))
-    return 0
+    return summary
 
 
 if __name__ == "__main__":
