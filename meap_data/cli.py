@@ -258,7 +258,7 @@ def main(argv: list[str] | None = None) -> int:
         # A typo (--seqlen) must not pass silently to Beam, which would drop it.
         try:
             unknown = unknown_pipeline_args(extra)
-        except MeapDataError as exc:  # the runner named is not installed
+        except MeapDataError as exc:  # a --runner that cannot run here (unknown, or its extra missing)
             print(f"error: {exc}", file=sys.stderr)
             return exc.exit_code
         what = f"a meap-data {args.command} option or an Apache Beam pipeline option"
