@@ -108,30 +108,16 @@ class PrepareDatasets(beam.PTransform):
 
 def unknown_pipeline_args(beam_args: list[str]) -> list[str]:
     """The arguments no Beam pipeline option takes (Beam itself would drop them with a
-    logged warning), parsed as Beam's ``PipelineOptions.get_all_options`` does."""
+    logged warning), parsed as Beam's ``PipelineOptions.get_all_options`` does; a
+    one-line error for a ``--runner`` that cannot run here."""
     from apache_beam.options.pipeline_options import PipelineOptions, _BeamArgumentParser
 
-    extra_runner(beam_args)
+    named_runner(beam_args)  # also declares an extra runner's own options before parsing
     parser = _BeamArgumentParser(allow_abbrev=False)
     for cls in {str(c): c for c in PipelineOptions.__subclasses__()}.values():
         cls._add_argparse_args(parser)
     _, unknown = parser.parse_known_args(beam_args)
-    check_runner_name(beam_args)
     return unknown
-
-
-def check_runner_name(beam_args: list[str]) -> None:
-    """A one-line error for a ``--runner`` Beam would refuse only once the job is set up."""
-    from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
-
-    runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
-    if runner is None or "." in runner or runner in EXTRA_RUNNERS:
-        return
-    known = list(StandardOptions.KNOWN_RUNNER_NAMES)
-    lowered = {k.lower() for k in known}
-    if runner.lower() not in lowered and runner.lower() + "runner" not in lowered:
-        raise MeapDataError(f"--runner {runner}: not a Beam runner here; choose one of "
-                            f"{', '.join(known + list(EXTRA_RUNNERS))}, or a class's full dotted name")
 
 
 #: Runners Beam ships but does not know by their short name (``--runner DaskRunner``):
@@ -139,15 +125,23 @@ def check_runner_name(beam_args: list[str]) -> None:
 EXTRA_RUNNERS = {"DaskRunner": "apache_beam.runners.dask.dask_runner.DaskRunner"}
 
 
-def extra_runner(beam_args: list[str]):
+def named_runner(beam_args: list[str]):
     """The class of an :data:`EXTRA_RUNNERS` runner named by ``--runner`` (importing it
-    declares its options, e.g. ``--dask_client_address``), else None; a one-line error
-    when that runner's packages are not installed."""
+    declares its options, e.g. ``--dask_client_address``), else None. A one-line error
+    for a name Beam would refuse only once the job is set up, or an extra runner whose
+    packages are not installed."""
     from apache_beam.options.pipeline_options import PipelineOptions, StandardOptions
 
     runner = PipelineOptions(beam_args).view_as(StandardOptions).runner
-    path = EXTRA_RUNNERS.get(runner or "")
+    if runner is None or "." in runner:
+        return None
+    path = EXTRA_RUNNERS.get(runner)
     if path is None:
+        known = list(StandardOptions.KNOWN_RUNNER_NAMES)
+        lowered = {k.lower() for k in known}
+        if runner.lower() not in lowered and runner.lower() + "runner" not in lowered:
+            raise MeapDataError(f"--runner {runner}: not a Beam runner here; choose one of "
+                                f"{', '.join(known + list(EXTRA_RUNNERS))}, or a class's full dotted name")
         return None
     module, name = path.rsplit(".", 1)
     try:
@@ -176,7 +170,7 @@ def make_pipeline(beam_args: list[str]) -> beam.Pipeline:
         from apache_beam.runners.portability.fn_api_runner import FnApiRunner
 
         return beam.Pipeline(runner=FnApiRunner(), options=options)
-    extra = extra_runner(beam_args)
+    extra = named_runner(beam_args)
     if extra is not None:
         return beam.Pipeline(runner=extra(), options=options)
     return beam.Pipeline(options=options)

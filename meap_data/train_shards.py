@@ -96,7 +96,8 @@ def build_parser() -> argparse.ArgumentParser:
     g.add_argument("--doc-attention", choices=DOC_ATTENTION, default="auto",
                    help="how --doc-mask attention runs: flex (flex attention, a block mask: blocks of different "
                    "documents skipped), dense (SDPA with a (B, 1, L, L) boolean mask) or auto (default: flex on "
-                   "CUDA, dense on CPU where flex is not fused); the choice and its reason are printed")
+                   "CUDA, dense elsewhere); where flex cannot run it falls back to dense; the choice and its "
+                   "reason are printed")
     g.add_argument("--eval-samples", type=int, default=256,
                    help="samples held out for evaluation, taken from the end of the dataset (default: 256, at most 10%%)")
     g.add_argument("--num-workers", type=int, default=0, help="loader worker processes per rank (default: 0)")

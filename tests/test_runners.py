@@ -29,6 +29,7 @@ from meap_data.prepare import LOCK, run_prepare
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 BOOT = os.path.join(ROOT, "pipelines", "worker_boot.py")
 SEQ = 256
+RUST_SEQ = 1024  # a repair sample holds source, diagnostics and fix
 NOT_CONTENT = {"run_info.json", LOCK}  # timings and host facts; the lock is gone after a run
 
 
@@ -60,8 +61,9 @@ def _stop(proc: subprocess.Popen) -> None:
 
 def _prepare_cli(inputs: list[str], out: str, tokenizer: str | None, *extra: str, kind: str = "text",
                  timeout: int = 300) -> subprocess.CompletedProcess:
+    seq = RUST_SEQ if kind == "rust" else SEQ
     args = [sys.executable, "-m", "meap_data", "prepare", "--input", *inputs, "--output", out, "--kind", kind,
-            "--seq-len", str(SEQ), "--input-bytes-per-shard", "100000", "-q", *extra]
+            "--seq-len", str(seq), "--input-bytes-per-shard", "100000", "-q", *extra]
     if tokenizer:
         args += ["--tokenizer", tokenizer]
     return subprocess.run(args, capture_output=True, text=True, cwd=ROOT, timeout=timeout)
@@ -106,7 +108,7 @@ def rust_inputs(tmp_path_factory, rust_docs_toolchain) -> list[str]:
 def rust_reference(tmp_path_factory, rust_inputs) -> str:
     out = str(tmp_path_factory.mktemp("runner-rust-ref") / "rust")
     # The CLI's own tokenizer training (no --tokenizer): the same on every runner.
-    r = _prepare_cli(rust_inputs, out, None, "--seq-len", "1024", kind="rust")
+    r = _prepare_cli(rust_inputs, out, None, kind="rust")
     assert r.returncode == 0, r.stderr
     return out
 
@@ -158,8 +160,8 @@ def test_dask_runner_writes_the_default_runners_bytes_for_text(dask_cluster, tex
 
 def test_dask_runner_writes_the_default_runners_bytes_for_rust(dask_cluster, rust_inputs, rust_reference, tmp_path):
     out = str(tmp_path / "dask-rust")
-    r = _prepare_cli(rust_inputs, out, None, "--seq-len", "1024", "--runner", "DaskRunner",
-                     "--dask_client_address", dask_cluster, kind="rust")
+    r = _prepare_cli(rust_inputs, out, None, "--runner", "DaskRunner", "--dask_client_address", dask_cluster,
+                     kind="rust")
     assert r.returncode == 0, r.stderr[-3000:]
     assert _tree(out) == _tree(rust_reference) and {"train", "eval"} <= set(os.listdir(out))
 
@@ -236,8 +238,8 @@ def test_portable_workers_run_the_staged_wheel_and_write_the_same_bytes(worker_p
 def test_portable_workers_build_from_setup_file_for_rust(worker_pool, rust_inputs, rust_reference, tmp_path):
     pool, log_path, _ = worker_pool
     out = str(tmp_path / "portable-rust")
-    r = _prepare_cli(rust_inputs, out, None, "--seq-len", "1024",
-                     *_portable(pool, "--setup_file", os.path.join(ROOT, "setup.py")), kind="rust")
+    r = _prepare_cli(rust_inputs, out, None, *_portable(pool, "--setup_file", os.path.join(ROOT, "setup.py")),
+                     kind="rust")
     assert r.returncode == 0, r.stderr[-3000:] + open(log_path).read()[-3000:]
     assert _tree(out) == _tree(rust_reference)
     assert "installed workflow.tar.gz (staged by the job)" in open(log_path).read()
