@@ -17,7 +17,7 @@ from meap_data.probe.haystack import dataset_haystack, stdlib_haystack
 from meap_data.probe.needles import ContextBuilder, eval_set, needle_format
 from meap_data.probe.report import LEARNED_FLOOR, verdict
 from meap_data.probe.scoring import accuracy, by_depth, correct
-from meap_data.probe.train import ProbeConfig, corrupt, init_model, train_objective
+from meap_data.probe.train import ProbeConfig, corrupt, evaluation_examples, init_model, train_objective
 from meap_data.stats import sign_test, wilcoxon_signed_rank
 
 TINY = ProbeConfig(seq_len=160, train_queries=2, n_layer=1, n_embd=32, n_head=2, batch_size=4, steps=3, warmup=1, eval_per_depth=6,
@@ -94,7 +94,26 @@ def test_an_oracle_scores_100_and_the_first_needle_copier_exactly_the_primacy_ba
     assert shortcut.not_first == 0.0 and shortcut.genuine == 0.0
     assert np.array_equal(first, examples.target_rank == 0)
     depth = by_depth(first, examples)
-    assert depth[0.0].primacy > depth[1.0].primacy
+    # Half of the depth-1.0 zero: the target there is the last needle, never the first,
+    # so the first-needle shortcut scores exactly 0 at depth 1 (and 1 at depth 0).
+    assert depth[1.0].primacy == 0.0 and depth[1.0].accuracy == 0.0
+    assert depth[0.0].primacy == 1.0 and depth[0.0].accuracy == 1.0
+
+
+def test_evaluation_contexts_put_needles_where_training_contexts_do(haystack):
+    """The other half of the depth-1.0 zero: evaluation contexts used to end with one
+    query where training contexts end with several, so their haystack was longer and a
+    depth-1.0 needle sat at positions no training needle ever took (learned positions:
+    a trained model scored 0 there). Now both end with ``train_queries`` queries, and
+    the scored first query starts where training contexts' first queries start."""
+    cfg = ProbeConfig(seq_len=256, needles=4, train_queries=6, eval_per_depth=40)
+    evals = evaluation_examples(cfg, haystack)
+    train = ContextBuilder(haystack, haystack.train, needle_format(cfg.variant), cfg.seq_len, 4,
+                           cfg.train_queries).batch(np.random.default_rng(0), 400)
+    assert evals.answer_start.max() <= train.answer_start.max() + 2
+    assert evals.answer_start.min() >= train.answer_start.min() - 2
+    deepest = evals.take(evals.depth == 1.0)
+    assert (deepest.answer_start < cfg.seq_len - 5 * 3).all()  # five more queries follow the scored one
 
 
 # ---------------------------------------------------------------------- pairing
