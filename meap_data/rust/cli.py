@@ -1,4 +1,4 @@
-"""``meap-data rust parse | harvest | error-index | snippets | mutate``: argparse wiring
+"""``meap-data rust parse | harvest | error-index | snippets | mutate | crates | eval-repair``: argparse wiring
 for the Rust tools.
 
 The package CLI calls :func:`register` with its subparsers and then ``args.func(args)``;
@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from meap_data.errors import MeapDataError
-from meap_data.rust import diagnostics, error_index, harvest, mutate, mutations, snippets
+from meap_data.rust import crates, diagnostics, error_index, harvest, mutate, mutations, snippets
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -89,6 +89,21 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help=".rs inputs' edition (snippets carry their own; default: 2021)")
     _bulk_options(mu, "the first N programs", "programs", mutate.MUTANT_TIME_LIMIT_S)
     mu.set_defaults(func=cmd_mutate)
+
+    cr = sub.add_parser(
+        "crates", help="which crates of a crate-source directory build offline and pass their own tests",
+        description="Copy each crate of DIR (Debian's librust-*-dev registry by default, or any cargo-vendored "
+                    "directory), build it offline against the crates of DIR only (cargo build, then cargo test "
+                    "--no-run and each test binary alone), and write one record per crate: provenance, licence, "
+                    "build outcome and every suite's test cases. Installs and downloads nothing.")
+    cr.add_argument("--dir", default=crates.DEBIAN_REGISTRY, metavar="DIR",
+                    help=f"crate sources, one NAME-VERSION folder each (default: {crates.DEBIAN_REGISTRY})")
+    cr.add_argument("--output", required=True, metavar="FILE.jsonl", help="where to write the crate records")
+    cr.add_argument("--crates", default=None, metavar="NAMES", help="comma list of crate names (default: all)")
+    cr.add_argument("--work-dir", default=None, metavar="DIR",
+                    help="scratch space for crate copies and target dirs (default: a folder under $TMPDIR, removed)")
+    _bulk_options(cr, "the first N crates by name", "crates", crates.DEFAULT_TIME_LIMIT_S)
+    cr.set_defaults(func=cmd_crates)
 
     ev = sub.add_parser(
         "eval-repair", help="judge a model's repairs of a repair dataset with rustc",
@@ -217,6 +232,17 @@ def cmd_mutate(args: argparse.Namespace) -> int:
     print(f"{summary.line()}; written to {args.output}")
     print("  by operator: " + ", ".join(f"{k} {v}" for k, v in summary.by_operator.items()))
     print("  first error codes: " + ", ".join(f"{k} {v}" for k, v in list(summary.by_code.items())[:20]))
+    return 0
+
+
+def cmd_crates(args: argparse.Namespace) -> int:
+    """Survey the crates; the counts on stdout."""
+    from meap_data.rust.toolchain import find_toolchain
+
+    names = None if args.crates is None else [c.strip() for c in args.crates.split(",") if c.strip()]
+    summary = crates.survey(args.dir, args.output, find_toolchain(), jobs=args.jobs, time_limit_s=args.time_limit,
+                            limit=args.limit, only=names, work_dir=args.work_dir, progress=_sink(args))
+    print(f"{summary.line()}; written to {args.output}")
     return 0
 
 

@@ -1,0 +1,321 @@
+"""Which crates of a directory of crate sources build offline and pass their own tests:
+``meap-data rust crates``.
+
+The default directory is Debian's packaged crate registry (``librust-*-dev`` packages
+install each crate's published source under :data:`DEBIAN_REGISTRY`); any vendored
+directory (``cargo vendor``: one ``NAME-VERSION`` folder with a ``Cargo.toml`` and a
+``.cargo-checksum.json`` per crate) works the same. Nothing is installed or downloaded:
+cargo runs ``--offline`` with a private ``CARGO_HOME`` whose only source is that
+directory, so a crate whose dependencies are not there fails to resolve, and says so.
+
+Each crate is copied to a scratch folder (the registry is read-only and cargo writes a
+``Cargo.lock``), built (``cargo build``), then its test targets are built
+(``cargo test --no-run``) and every test binary is run on its own, one test thread, so
+each suite (the library's unit tests, each ``tests/*.rs``) gets its own outcome. Doc-tests
+are not run: rustdoc compiles each one alone, minutes per crate, and mutation needs unit
+tests.
+
+One JSON line per crate, sorted by name and version, with provenance (crate, version,
+Debian package, files) and the licence from ``Cargo.toml``; no timings in the records, so
+two runs, with any ``--jobs``, write the same bytes.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import json
+import os
+import queue
+import re
+import shutil
+import threading
+import time
+import tomllib
+from pathlib import Path
+from typing import Any, Callable, Iterable
+
+from meap_data.errors import MeapDataError
+from meap_data.progress import Progress
+from meap_data.rust import diagnostics as diag
+from meap_data.rust.tests_run import TEST_ENV, parse_libtest
+from meap_data.rust.toolchain import Normaliser, Toolchain, compiler_env, run_compiler
+
+DEBIAN_REGISTRY = "/usr/share/cargo/registry"
+DPKG_INFO = "/var/lib/dpkg/info"
+#: Seconds per cargo invocation (a build, a test build, one test binary).
+DEFAULT_TIME_LIMIT_S = 300.0
+#: Lines of cargo's error output kept in a failed build's record.
+ERROR_LINES = 20
+
+
+@dataclasses.dataclass(frozen=True)
+class CrateSource:
+    """One crate folder. ``rs_files``: its ``.rs`` files, relative, sorted; ``package``:
+    the Debian package that installed it (None for a vendored folder)."""
+
+    name: str
+    version: str
+    path: Path
+    license: str | None
+    edition: str
+    package: str | None
+    rs_files: tuple[str, ...]
+
+    @property
+    def key(self) -> str:
+        return f"{self.name}-{self.version}"
+
+
+def debian_packages(registry: Path, info_dir: str = DPKG_INFO) -> dict[str, str]:
+    """``{crate folder name: Debian package}`` from dpkg's file lists (no dpkg call)."""
+    owners: dict[str, str] = {}
+    prefix = str(registry).rstrip("/") + "/"
+    try:
+        names = sorted(os.listdir(info_dir))
+    except OSError:
+        return owners
+    for name in names:
+        if not (name.startswith("librust-") and name.endswith(".list")):
+            continue
+        package = name[:-len(".list")].split(":")[0]
+        with open(os.path.join(info_dir, name), encoding="utf-8", errors="replace") as f:
+            for line in f:
+                line = line.rstrip("\n")
+                if line.startswith(prefix) and "/" not in line[len(prefix):]:
+                    owners.setdefault(line[len(prefix):], package)
+    return owners
+
+
+def discover(root: str | os.PathLike, only: Iterable[str] | None = None) -> list[CrateSource]:
+    """The crates under ``root`` (one folder each, holding ``Cargo.toml``), sorted by
+    (name, version); ``only``: crate names to keep."""
+    root = Path(root)
+    if not root.is_dir():
+        hint = (" (install crates with pipelines/install_debian_crates.sh or apt-get install librust-NAME-dev)"
+                if str(root) == DEBIAN_REGISTRY else "")
+        raise MeapDataError(f"{root}: no such directory of crate sources{hint}")
+    wanted = set(only) if only else None
+    owners = debian_packages(root)
+    crates = []
+    for folder in sorted(p for p in root.iterdir() if (p / "Cargo.toml").is_file()):
+        try:
+            manifest = tomllib.loads((folder / "Cargo.toml").read_text(encoding="utf-8"))
+        except (tomllib.TOMLDecodeError, UnicodeDecodeError) as e:
+            raise MeapDataError(f"{folder / 'Cargo.toml'}: not valid TOML ({e})") from e
+        package = manifest.get("package") or {}
+        name, version = package.get("name"), str(package.get("version", ""))
+        if not name or (wanted is not None and name not in wanted):
+            continue
+        licence = package.get("license") or (f"file:{package['license-file']}" if package.get("license-file") else None)
+        files = tuple(sorted(p.relative_to(folder).as_posix() for p in folder.rglob("*.rs")
+                             if "target" not in p.relative_to(folder).parts))
+        crates.append(CrateSource(name, version, folder, licence, str(package.get("edition", "2015")),
+                                  owners.get(folder.name), files))
+    crates.sort(key=lambda c: (c.name, c.version))
+    if wanted is not None:
+        missing = sorted(wanted - {c.name for c in crates})
+        if missing:
+            raise MeapDataError(f"{root}: no crate named {', '.join(missing)}")
+    return crates
+
+
+def write_cargo_home(home: Path, registry: Path) -> Path:
+    """A ``CARGO_HOME`` whose config replaces crates.io with ``registry`` (a directory
+    source) and forbids the network."""
+    home.mkdir(parents=True, exist_ok=True)
+    (home / "config.toml").write_text(
+        "[source.crates-io]\nreplace-with = \"local-crates\"\n\n"
+        f"[source.local-crates]\ndirectory = {json.dumps(str(registry))}\n\n[net]\noffline = true\n",
+        encoding="utf-8")
+    return home
+
+
+def _error_tail(text: str, normaliser: Normaliser) -> list[str]:
+    lines = [line for line in normaliser.text(text).splitlines() if line.strip()]
+    errors = [line for line in lines if line.startswith("error")]
+    return (errors or lines)[:ERROR_LINES]
+
+
+def check_crate(crate: CrateSource, toolchain: Toolchain, work: Path, cargo_home: Path, target: Path,
+                time_limit_s: float = DEFAULT_TIME_LIMIT_S) -> dict[str, Any]:
+    """Build ``crate`` and run its test suites in a copy under ``work``; ``target`` is
+    the cargo target dir (shared by the crates one worker checks). The record has
+    ``build`` (passed | failed | timed_out, with ``errors`` when not passed) and
+    ``tests`` (the same for the test build, and ``suites``: per test binary, libtest's
+    counts and cases)."""
+    copy = work / crate.key
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(crate.path, copy, ignore=shutil.ignore_patterns("target", "Cargo.lock"))
+    normaliser = Normaliser({str(copy): "$CRATE", str(target): "$TARGET", str(crate.path.parent): "$REGISTRY",
+                             toolchain.sysroot: "$SYSROOT"})
+    env = compiler_env({**TEST_ENV, "CARGO_HOME": str(cargo_home), "CARGO_TARGET_DIR": str(target)}, work)
+    record: dict[str, Any] = {
+        "crate": crate.name, "version": crate.version, "package": crate.package, "license": crate.license,
+        "edition": crate.edition, "source": crate.key, "rs_files": list(crate.rs_files), "toolchain": toolchain.version,
+    }
+    try:
+        built = run_compiler([toolchain.cargo, "build", "--offline"], copy, env, time_limit_s)
+        record["build"] = _step(built, normaliser)
+        missing = _missing_packages(record["build"])
+        if missing:
+            # cargo resolves dev-dependencies even to build the library: when only they
+            # are absent, the library still builds without them (its tests cannot).
+            manifest = copy / "Cargo.toml"
+            original = manifest.read_text(encoding="utf-8")
+            manifest.write_text(without_dev_dependencies(original), encoding="utf-8")
+            record["build"] = _step(run_compiler([toolchain.cargo, "build", "--offline"], copy, env, time_limit_s),
+                                    normaliser)
+            manifest.write_text(original, encoding="utf-8")
+            if record["build"]["status"] == "passed":
+                record["build"]["without_dev_dependencies"] = True
+                record["tests"] = {"status": "unresolved", "missing": missing, "suites": []}
+                return record
+        if record["build"]["status"] != "passed":
+            record["tests"] = {"status": "not_run", "suites": []}
+            return record
+        record["tests"] = _tests(copy, toolchain, env, normaliser, time_limit_s)
+        return record
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+_MISSING = re.compile(r"no matching package named `([^`]+)` found")
+_TABLE = re.compile(r"^\s*\[\[?([^\]]+)\]\]?\s*$")
+
+
+def _missing_packages(step: dict[str, Any]) -> list[str]:
+    return sorted({m[1] for line in step.get("errors", []) for m in _MISSING.finditer(line)})
+
+
+def without_dev_dependencies(cargo_toml: str) -> str:
+    """``cargo_toml`` without its dev-dependency tables (``[dev-dependencies]``,
+    ``[dev-dependencies.NAME]``, ``[target.X.dev-dependencies]``) and without the
+    bench and example targets that may need them."""
+    out, skipping = [], False
+    for line in cargo_toml.splitlines(keepends=True):
+        header = _TABLE.match(line)
+        if header:
+            name = header[1].strip()
+            skipping = ("dev-dependencies" in name or "dev_dependencies" in name
+                        or name in ("bench", "example") and line.lstrip().startswith("[["))
+        if not skipping:
+            out.append(line)
+    return "".join(out)
+
+
+def _step(run, normaliser: Normaliser) -> dict[str, Any]:
+    if run.timed_out:
+        return {"status": "timed_out"}
+    if run.exit_code != 0:
+        return {"status": "failed", "errors": _error_tail(diag.decode(run.stderr)[0], normaliser)}
+    return {"status": "passed"}
+
+
+def _tests(copy: Path, toolchain: Toolchain, env: dict[str, str], normaliser: Normaliser,
+           time_limit_s: float) -> dict[str, Any]:
+    built = run_compiler([toolchain.cargo, "test", "--offline", "--no-run", "--message-format=json"], copy, env,
+                         time_limit_s)
+    step = _step(built, normaliser)
+    if step["status"] != "passed":
+        return {**step, "suites": []}
+    binaries = []
+    for line in diag.decode(built.stdout)[0].splitlines():
+        if not line.startswith("{"):
+            continue
+        message = json.loads(line)
+        if message.get("reason") == "compiler-artifact" and message.get("executable") and \
+                message.get("profile", {}).get("test"):
+            target = message["target"]
+            src = normaliser.text(target["src_path"])
+            binaries.append((f"{'/'.join(target['kind'])}:{target['name']}:{src}", message["executable"]))
+    suites = []
+    for name, binary in sorted(set(binaries)):
+        ran = run_compiler([binary, "--test-threads=1"], copy, {**env, "CARGO_MANIFEST_DIR": str(copy)},
+                           time_limit_s)
+        if ran.timed_out:
+            suites.append({"suite": name, "status": "timed_out", "passed": 0, "failed": 0, "ignored": 0, "cases": []})
+            continue
+        result = parse_libtest(diag.decode(ran.stdout)[0], normaliser)
+        if ran.exit_code != 0 and result["status"] != "failed":
+            result["status"] = "crashed"  # killed by a signal or aborted before libtest's summary
+        suites.append({"suite": name, **result})
+    passed = sum(s["passed"] for s in suites)
+    status = ("failed" if any(s["status"] in ("failed", "crashed", "timed_out") for s in suites)
+              else "passed" if passed else "no_tests")
+    return {"status": status, "passed": passed, "failed": sum(s["failed"] for s in suites), "suites": suites}
+
+
+@dataclasses.dataclass
+class CratesSummary:
+    """Counts of a survey: crates seen, built, with passing tests; ``seconds`` wall."""
+
+    crates: int = 0
+    built: int = 0
+    tests_passed: int = 0
+    tests_failed: int = 0
+    no_tests: int = 0
+    tests: int = 0
+    seconds: float = 0.0
+
+    def line(self) -> str:
+        return (f"{self.crates} crates: {self.built} built, {self.tests_passed} with every test passing "
+                f"({self.tests:,} tests), {self.tests_failed} with a failing or unbuildable suite, "
+                f"{self.no_tests} without tests; {self.seconds:.0f} s")
+
+
+def survey(root: str | os.PathLike, output: str, toolchain: Toolchain, *, jobs: int = 2,
+           time_limit_s: float = DEFAULT_TIME_LIMIT_S, limit: int | None = None, only: Iterable[str] | None = None,
+           work_dir: str | None = None, progress: Callable[[str], None] | None | str = "stderr") -> CratesSummary:
+    """Check every crate under ``root`` (the first ``limit`` by name) with ``jobs``
+    workers and write ``output`` (JSON lines, sorted by name and version)."""
+    if toolchain.cargo is None:
+        raise MeapDataError("cargo not found on PATH; rust crates builds with cargo (install it with rustup)")
+    root = Path(root).resolve()
+    crates = discover(root, only)[:limit]
+    if not crates:
+        raise MeapDataError(f"{root}: no crate folders (NAME-VERSION/Cargo.toml) found")
+    started = time.perf_counter()
+    scratch = Path(work_dir) if work_dir else Path(os.environ.get("TMPDIR", "/tmp")) / f"meap-crates-{os.getpid()}"
+    scratch.mkdir(parents=True, exist_ok=True)
+    home = write_cargo_home(scratch / "cargo-home", root)
+    todo: queue.Queue = queue.Queue()
+    for crate in crates:
+        todo.put(crate)
+    records: dict[str, dict] = {}
+    lock = threading.Lock()
+    bar = Progress(len(crates), "crates", sink=progress)
+
+    def worker(index: int) -> None:
+        target = scratch / f"target-{index}"
+        while True:
+            try:
+                crate = todo.get_nowait()
+            except queue.Empty:
+                return
+            record = check_crate(crate, toolchain, scratch, home, target, time_limit_s)
+            with lock:
+                records[crate.key] = record
+                bar.update(1)
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
+            for future in [pool.submit(worker, i) for i in range(max(1, jobs))]:
+                future.result()
+    finally:
+        bar.close()
+        shutil.rmtree(scratch, ignore_errors=True)
+    summary = CratesSummary(crates=len(crates))
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
+    with open(output, "w", encoding="utf-8") as f:
+        for crate in crates:
+            record = records[crate.key]
+            f.write(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
+            summary.built += record["build"]["status"] == "passed"
+            status = record["tests"]["status"]
+            summary.tests_passed += status == "passed"
+            summary.tests_failed += status in ("failed", "timed_out")
+            summary.no_tests += status == "no_tests"
+            summary.tests += record["tests"].get("passed", 0)
+    summary.seconds = time.perf_counter() - started
+    return summary
