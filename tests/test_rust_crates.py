@@ -120,9 +120,13 @@ def test_records_are_the_same_bytes_for_any_jobs(vendored, tmp_path):
     from meap_data.rust.toolchain import find_toolchain
 
     one, two = str(tmp_path / "one.jsonl"), str(tmp_path / "two.jsonl")
-    crates.survey(vendored, one, find_toolchain(), jobs=1, progress=None)
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "keep.txt").write_text("a user's file")
+    crates.survey(vendored, one, find_toolchain(), jobs=1, progress=None, work_dir=str(work))
     crates.survey(vendored, two, find_toolchain(), jobs=2, progress=None, only=["gamma", "alpha", "beta"])
     assert open(one, "rb").read() == open(two, "rb").read()
+    assert os.listdir(work) == ["keep.txt"]  # only its own scratch folder is removed
 
 
 def test_dev_dependency_tables_and_their_targets_are_removed():

@@ -101,7 +101,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     cr.add_argument("--output", required=True, metavar="FILE.jsonl", help="where to write the crate records")
     cr.add_argument("--crates", default=None, metavar="NAMES", help="comma list of crate names (default: all)")
     cr.add_argument("--work-dir", default=None, metavar="DIR",
-                    help="scratch space for crate copies and target dirs (default: a folder under $TMPDIR, removed)")
+                    help="where the scratch folder for crate copies and target dirs goes (default: $TMPDIR); "
+                         "the folder is removed at the end, DIR is kept")
     _bulk_options(cr, "the first N crates by name", "crates", crates.DEFAULT_TIME_LIMIT_S)
     cr.set_defaults(func=cmd_crates)
 

@@ -29,6 +29,7 @@ import os
 import queue
 import re
 import shutil
+import tempfile
 import threading
 import time
 import tomllib
@@ -255,13 +256,15 @@ class CratesSummary:
     tests_passed: int = 0
     tests_failed: int = 0
     no_tests: int = 0
+    unresolved: int = 0
     tests: int = 0
     seconds: float = 0.0
 
     def line(self) -> str:
         return (f"{self.crates} crates: {self.built} built, {self.tests_passed} with every test passing "
-                f"({self.tests:,} tests), {self.tests_failed} with a failing or unbuildable suite, "
-                f"{self.no_tests} without tests; {self.seconds:.0f} s")
+                f"({self.tests:,} passing tests in all), {self.tests_failed} with a failing or unbuildable suite, "
+                f"{self.no_tests} without tests, {self.unresolved} whose dev-dependencies are not in the directory; "
+                f"{self.seconds:.0f} s")
 
 
 def survey(root: str | os.PathLike, output: str, toolchain: Toolchain, *, jobs: int = 2,
@@ -269,6 +272,8 @@ def survey(root: str | os.PathLike, output: str, toolchain: Toolchain, *, jobs: 
            work_dir: str | None = None, progress: Callable[[str], None] | None | str = "stderr") -> CratesSummary:
     """Check every crate under ``root`` (the first ``limit`` by name) with ``jobs``
     workers and write ``output`` (JSON lines, sorted by name and version)."""
+    if jobs < 1:
+        raise MeapDataError(f"--jobs must be at least 1, got {jobs}")
     if toolchain.cargo is None:
         raise MeapDataError("cargo not found on PATH; rust crates builds with cargo (install it with rustup)")
     root = Path(root).resolve()
@@ -276,8 +281,10 @@ def survey(root: str | os.PathLike, output: str, toolchain: Toolchain, *, jobs: 
     if not crates:
         raise MeapDataError(f"{root}: no crate folders (NAME-VERSION/Cargo.toml) found")
     started = time.perf_counter()
-    scratch = Path(work_dir) if work_dir else Path(os.environ.get("TMPDIR", "/tmp")) / f"meap-crates-{os.getpid()}"
-    scratch.mkdir(parents=True, exist_ok=True)
+    if work_dir:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+    # A fresh folder inside --work-dir (or $TMPDIR): only it is removed at the end.
+    scratch = Path(tempfile.mkdtemp(prefix="meap-crates-", dir=work_dir))
     home = write_cargo_home(scratch / "cargo-home", root)
     todo: queue.Queue = queue.Queue()
     for crate in crates:
@@ -299,8 +306,8 @@ def survey(root: str | os.PathLike, output: str, toolchain: Toolchain, *, jobs: 
                 bar.update(1)
 
     try:
-        with concurrent.futures.ThreadPoolExecutor(max(1, jobs)) as pool:
-            for future in [pool.submit(worker, i) for i in range(max(1, jobs))]:
+        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+            for future in [pool.submit(worker, i) for i in range(jobs)]:
                 future.result()
     finally:
         bar.close()
@@ -316,6 +323,7 @@ def survey(root: str | os.PathLike, output: str, toolchain: Toolchain, *, jobs: 
             summary.tests_passed += status == "passed"
             summary.tests_failed += status in ("failed", "timed_out")
             summary.no_tests += status == "no_tests"
+            summary.unresolved += status == "unresolved"
             summary.tests += record["tests"].get("passed", 0)
     summary.seconds = time.perf_counter() - started
     return summary
