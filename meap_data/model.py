@@ -50,6 +50,13 @@ class ModelConfig:
     # How document-masked attention runs: "dense" (SDPA with a boolean mask) or "flex"
     # (flex attention with a block mask); see choose_doc_attention.
     doc_attention: str = "dense"
+    # Token shift: add a learned per-channel share of the previous token's embedding to
+    # each position's (RWKV's time-mix, modded-nanogpt's "smear"). It hands the first
+    # layer the previous token, so one attention layer can match a key and copy the value
+    # after it: induction without waiting for a previous-token head to form. The probe's
+    # cpu preset uses it (a 2 x 64 model then learns key-matched retrieval in ~500 steps
+    # instead of plateauing at the random-needle level); off elsewhere.
+    token_shift: bool = False
 
     def __post_init__(self):
         if self.n_embd % self.n_head:
@@ -189,6 +196,7 @@ class GPT(nn.Module):
         self.cfg = cfg
         self.wte = nn.Embedding(cfg.padded_vocab_size, cfg.n_embd)
         self.wpe = nn.Embedding(cfg.seq_len, cfg.n_embd)
+        self.shift = nn.Parameter(torch.full((cfg.n_embd,), 0.5)) if cfg.token_shift else None
         self.drop = nn.Dropout(cfg.dropout)
         self.blocks = nn.ModuleList(Block(cfg) for _ in range(cfg.n_layer))
         self.ln_f = nn.LayerNorm(cfg.n_embd)
@@ -227,7 +235,14 @@ class GPT(nn.Module):
             raise ValueError(f"input of {T} tokens is longer than the model's --seq-len {self.cfg.seq_len}")
         if position_ids is None:
             position_ids = torch.arange(T, device=input_ids.device)
-        x = self.drop(self.wte(input_ids) + self.wpe(position_ids))
+        tokens = self.wte(input_ids)
+        if self.shift is not None:
+            previous = F.pad(tokens, (0, 0, 1, 0))[:, :-1]
+            if doc_ids is not None:  # a document's first token has no previous token
+                same = (doc_ids[:, 1:] == doc_ids[:, :-1]).to(tokens.dtype)
+                previous = previous * F.pad(same, (1, 0)).unsqueeze(-1)
+            tokens = tokens + self.shift * previous
+        x = self.drop(tokens + self.wpe(position_ids))
         attn_mask = None
         if doc_ids is not None:
             attn_mask = document_block_mask(doc_ids) if self.cfg.doc_attention == "flex" else document_causal_mask(doc_ids)

@@ -6,6 +6,7 @@ import argparse
 import dataclasses
 
 from ..errors import MeapDataError
+from .haystack import HAYSTACK_TEXTS
 from .needles import VARIANTS
 from .train import PRESETS, ProbeConfig
 
@@ -13,7 +14,7 @@ _HELP = {
     "seq_len": "tokens per context", "n_layer": "decoder layers", "n_embd": "model width", "n_head": "attention heads",
     "batch_size": "contexts per step", "steps": "optimiser steps per run", "lr": "peak learning rate",
     "warmup": "warmup steps", "mask_ratio": "share of inputs MEAP masks (and the control corrupts)",
-    "needles": "needles per context (default: the variant's: kv 8, passkey 1, natural 4)",
+    "needles": "needles per context (default: the variant's: kv 8, pairs 4, passkey 1, natural 4)",
     "eval_per_depth": "evaluation contexts per depth", "eval_every": "steps between quick evaluations",
     "quick_eval": "contexts in a quick evaluation", "train_queries": "queries ending each training context",
     "seeds": "paired seeds", "eval_seed": "seed of the evaluation contexts", "device": "auto, cpu or cuda[:N]",
@@ -29,13 +30,20 @@ def register(sub) -> None:
         description="Train paired tiny decoders (MEAP, NTP, optionally a random-token control) on the same "
         "haystack, batches and initialisation per seed, then score exact-match retrieval of needles placed at "
         "controlled depths among distractors. Writes report.json, report.md and probe.png to --output and "
-        "prints the verdict. Presets: cpu (about 15 minutes on 2 cores), gpu (one H100/H200, about 10 "
-        "minutes); every knob below overrides the preset.")
+        "prints the verdict. Presets: cpu (4 seeds x ntp/meap/control, about 16 minutes on 2 cores), gpu "
+        "(one H100/H200, 8 seeds at once; not yet timed on one); every knob below overrides the preset.")
     p.add_argument("--output", required=True, metavar="DIR", help="where the report goes (must not hold one)")
     p.add_argument("--preset", choices=sorted(PRESETS), default="cpu", help="starting sizes (default: cpu)")
     p.add_argument("--haystack", metavar="DATASET_DIR", default=None,
-                   help="a prepared meap-data dataset to cut contexts from (default: the Python standard library)")
-    p.add_argument("--variant", choices=VARIANTS, default=None, help="kv (default), passkey or natural")
+                   help="a prepared meap-data dataset to cut contexts from (default: --haystack-text)")
+    p.add_argument("--variant", choices=VARIANTS, default=None,
+                   help="pairs (cpu preset: a letter key then a one-digit value, '\\nQ7\\n'), kv (gpu preset: "
+                   "'key 4821 holds 9317.'), passkey or natural")
+    p.add_argument("--haystack-text", choices=HAYSTACK_TEXTS, default=None,
+                   help="the default haystack's text: filler (cpu preset: a few sentences repeated) or stdlib "
+                   "(gpu preset: the standard library's source); ignored with --haystack")
+    p.add_argument("--token-shift", action=argparse.BooleanOptionalAction, default=None,
+                   help="mix each token's embedding with the previous one's (cpu preset: on; gpu: off)")
     p.add_argument("--objectives", default=None, metavar="LIST",
                    help="comma-separated from ntp, meap, control (cpu preset: ntp,meap; gpu: all three)")
     p.add_argument("--depths", default=None, metavar="LIST", help="target depths, 0..1 (default: 0,0.25,0.5,0.75,1)")
@@ -50,8 +58,9 @@ def config_from_args(args: argparse.Namespace) -> ProbeConfig:
     """The preset with every given option applied."""
     changes = {f.name: getattr(args, f.name) for f in dataclasses.fields(ProbeConfig)
                if f.name in _HELP and getattr(args, f.name, None) is not None}
-    if args.variant:
-        changes["variant"] = args.variant
+    for name in ("variant", "haystack_text", "token_shift"):
+        if getattr(args, name, None) is not None:
+            changes[name] = getattr(args, name)
     if args.objectives:
         changes["objectives"] = tuple(o.strip() for o in args.objectives.split(",") if o.strip())
     if args.depths:

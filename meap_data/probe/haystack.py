@@ -1,6 +1,7 @@
 """The haystack: one long token stream the probe cuts its contexts from, with the
-tokenizer that made it. Default: the running Python's standard library source (present
-on every machine); or the clean tokens of a prepared meap-data dataset."""
+tokenizer that made it: the running Python's standard library source (present on every
+machine), the classic passkey filler (a few sentences repeated, tokenized with the same
+stdlib BPE), or the clean tokens of a prepared meap-data dataset."""
 
 from __future__ import annotations
 
@@ -40,9 +41,17 @@ def _split(stream: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     return stream[:cut], stream[cut:]
 
 
-def stdlib_haystack(max_chars: int = 12_000_000, vocab_size: int = 4096) -> Haystack:
+#: The passkey-retrieval filler (Mohtashami and Jaggi, 2023): text a model predicts
+#: almost perfectly after a few hundred steps, so its capacity goes to the needles.
+FILLER = " The grass is green. The sky is blue. The sun is yellow. Here we go. There and back again."
+FILLER_REPEATS = 20_000
+HAYSTACK_TEXTS = ("stdlib", "filler")
+
+
+def stdlib_haystack(max_chars: int = 12_000_000, vocab_size: int = 4096, text: str = "stdlib") -> Haystack:
     """The standard library's top-level modules (sorted, up to ``max_chars`` characters),
-    with a byte-level BPE of ``vocab_size`` tokens trained on them (about 10 s)."""
+    with a byte-level BPE of ``vocab_size`` tokens trained on them (about 10 s). ``text``
+    "filler": the stream is :data:`FILLER` repeated instead (same tokenizer)."""
     from ..demo import stdlib_dir
     from ..tokenizer import prepare_tokenizer, train_bpe
 
@@ -59,14 +68,23 @@ def stdlib_haystack(max_chars: int = 12_000_000, vocab_size: int = 4096) -> Hays
     for enc in tok.encode_batch(texts, add_special_tokens=False):
         ids.extend(enc.ids)
         ids.append(info.eos_token_id)
+    source = f"Python standard library ({len(texts)} modules, {total / 1e6:.1f} M characters)"
+    if text == "filler":
+        ids = tok.encode(FILLER * FILLER_REPEATS, add_special_tokens=False).ids
+        source = f"filler sentences x {FILLER_REPEATS:,} ({len(ids):,} tokens, the stdlib BPE of {vocab_size} tokens)"
+    elif text != "stdlib":
+        raise MeapDataError(f"--haystack-text must be one of {', '.join(HAYSTACK_TEXTS)}, got {text!r}")
     train, held_out = _split(np.asarray(ids, dtype=np.int32))
-    return Haystack(train, held_out, tok, info.mask_token_id, info.eos_token_id, info.vocab_size,
-                    f"Python standard library ({len(texts)} modules, {total / 1e6:.1f} M characters)")
+    return Haystack(train, held_out, tok, info.mask_token_id, info.eos_token_id, info.vocab_size, source)
 
 
 def dataset_haystack(directory: str, max_tokens: int = 50_000_000) -> Haystack:
-    """The clean tokens (labels, padding dropped) of a prepared dataset's Arrow shards,
-    in dataset order, up to ``max_tokens``; the dataset's own tokenizer."""
+    """The clean tokens of a prepared dataset's Arrow shards, in dataset order, up to
+    ``max_tokens``; the dataset's own tokenizer. A position's clean id is its label where
+    it has one, else its input id outside the masked spans (a fine-tuning prompt: no
+    label, not masked); positions inside a masked span without a label (a masked copy of
+    a prompt: the clean id is not stored, and the clean copy is kept) and padding are
+    left out."""
     import pyarrow as pa
     from tokenizers import Tokenizer
 
@@ -80,11 +98,17 @@ def dataset_haystack(directory: str, max_tokens: int = 50_000_000) -> Haystack:
     parts, total = [], 0
     for entry in manifest.shards("arrow"):
         with storage.open_read(storage.join(directory, entry["path"])) as f:
-            labels = pa.ipc.open_stream(f).read_all().column("labels").combine_chunks()
-        flat = labels.values.to_numpy()
-        flat = flat[flat != IGNORE_INDEX].astype(np.int32)
-        parts.append(flat)
-        total += len(flat)
+            table = pa.ipc.open_stream(f).read_all()
+        columns = {name: table.column(name).to_pylist() for name in ("input_ids", "labels", "length", "mask_span")}
+        for inputs, labels, length, spans in zip(*columns.values()):
+            inputs, labels = np.asarray(inputs[:length], np.int32), np.asarray(labels[:length], np.int32)
+            masked = np.zeros(length, dtype=bool)
+            for start, end in zip(spans[0::2], spans[1::2]):
+                masked[start:end] = True
+            labelled = labels != IGNORE_INDEX
+            keep = labelled | ~masked
+            parts.append(np.where(labelled, labels, inputs)[keep])
+            total += int(keep.sum())
         if total >= max_tokens:
             break
     stream = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)

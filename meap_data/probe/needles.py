@@ -19,7 +19,8 @@ import numpy as np
 from ..errors import MeapDataError
 from .haystack import Haystack
 
-VARIANTS = ("kv", "passkey", "natural")
+VARIANTS = ("kv", "pairs", "passkey", "natural")
+_LETTERS = tuple(chr(c) for c in range(ord("A"), ord("Z") + 1))
 
 _CITIES = (
     "Lisbon", "Oslo", "Kyoto", "Lima", "Nairobi", "Quebec", "Hanoi", "Porto", "Dakar", "Tbilisi", "Cusco",
@@ -55,6 +56,11 @@ class NeedleFormat:
             keys = rng.choice(len(_CITIES), n, replace=False)
             values = rng.choice(len(_ACTIVITIES), n, replace=n > len(_ACTIVITIES))
             return [(_CITIES[k], _ACTIVITIES[v]) for k, v in zip(keys, values)]
+        if self.name == "pairs":
+            if n > 10:
+                raise MeapDataError(f"--needles {n}: the pairs variant has 10 distinct one-digit values")
+            keys, values = rng.choice(len(_LETTERS), n, replace=False), rng.choice(10, n, replace=False)
+            return [(_LETTERS[k], str(v)) for k, v in zip(keys, values)]
         digits = 5 if self.name == "passkey" else 4
         low, high = 10 ** (digits - 1), 10 ** digits
         keys = rng.choice(high - low, n, replace=False) + low
@@ -65,6 +71,8 @@ class NeedleFormat:
         """(text before the value, text after it) of the needle for ``key``."""
         if self.name == "kv":
             return f"\nkey {key} holds ", ".\n"
+        if self.name == "pairs":
+            return f"\n{key}", "\n"
         if self.name == "passkey":
             return "\nThe pass key is ", ". Remember it.\n"
         return f"\nThe best thing to do in {key} is ", ".\n"
@@ -76,13 +84,23 @@ class NeedleFormat:
         return self.needle(key)[0]
 
 
-FORMATS = {"kv": NeedleFormat("kv", 8), "passkey": NeedleFormat("passkey", 1), "natural": NeedleFormat("natural", 4)}
+FORMATS = {"kv": NeedleFormat("kv", 8), "pairs": NeedleFormat("pairs", 4), "passkey": NeedleFormat("passkey", 1), "natural": NeedleFormat("natural", 4)}
 
 
 def needle_format(variant: str) -> NeedleFormat:
     if variant not in FORMATS:
         raise MeapDataError(f"--variant must be one of {', '.join(VARIANTS)}, got {variant!r}")
     return FORMATS[variant]
+
+
+def describe(fmt: NeedleFormat, haystack: Haystack) -> str:
+    """One line for the report: what a needle and its query look like, with token counts."""
+    key, value = fmt.draw(np.random.default_rng(0), 1)[0]
+    before, after = fmt.needle(key)
+    needle, query = before + value + after, fmt.query(key)
+    count = len(haystack.encode(before)) + len(haystack.encode(value)) + len(haystack.encode(after))
+    return (f"variant {fmt.name}: needles like {needle!r} ({count} tokens), queried as {query!r} "
+            f"-> {value!r} ({len(haystack.encode(value))} answer tokens)")
 
 
 @dataclass

@@ -36,7 +36,8 @@ EQUIVALENCE_MARGIN = 0.05
 BASELINE = "ntp"
 
 
-def summarize(cfg: ProbeConfig, results: list[ObjectiveResult], evals: Examples, haystack_source: str) -> dict:
+def summarize(cfg: ProbeConfig, results: list[ObjectiveResult], evals: Examples, haystack_source: str,
+              needles: str = "") -> dict:
     """The report as a JSON-able dict: per objective (accuracy by depth, genuine
     retrieval, held-out loss, steps to 50%) and per comparison with NTP (paired
     differences per seed, bootstrap interval, sign and Wilcoxon tests, McNemar within
@@ -79,6 +80,7 @@ def summarize(cfg: ProbeConfig, results: list[ObjectiveResult], evals: Examples,
     report = {
         "config": cfg.to_json(),
         "haystack": haystack_source,
+        "needles": needles,
         "seeds": seeds,
         "evaluation": {"examples": len(evals), "depths": list(cfg.depths), "needles": cfg.n_needles},
         "objectives": objectives,
@@ -164,6 +166,8 @@ def markdown(report: dict) -> str:
         f"{cfg['seq_len']} tokens; {cfg['n_layer']} layers x {cfg['n_embd']} wide; {cfg['steps']} steps of "
         f"{cfg['batch_size']} contexts; seeds {report['seeds']}; {report['evaluation']['examples']} evaluation "
         "contexts (held-out text), the same for every run.",
+        "",
+        f"Needles: {report.get('needles') or cfg['variant']}.",
         "",
         "| objective | accuracy | not first needle (genuine) | primacy baseline | chance | held-out loss (nats) "
         "| steps to 50% |",

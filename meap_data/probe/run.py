@@ -11,14 +11,18 @@ import time
 
 from ..errors import MeapDataError
 from .haystack import Haystack, dataset_haystack, stdlib_haystack
+from .needles import describe, needle_format
 from .report import summarize, write_report
 from .train import ProbeConfig, evaluation_examples, train_seed
 
 log = logging.getLogger("meap_data.probe")
 
 
-def load_haystack(directory: str | None, vocab_size: int = 4096) -> Haystack:
-    return dataset_haystack(directory) if directory else stdlib_haystack(vocab_size=vocab_size)
+def load_haystack(directory: str | None, cfg: ProbeConfig) -> Haystack:
+    """The user's dataset when ``directory`` is given, else the default haystack of ``cfg``."""
+    if directory:
+        return dataset_haystack(directory)
+    return stdlib_haystack(vocab_size=cfg.vocab_size, text=cfg.haystack_text)
 
 
 def _seed_job(cfg: ProbeConfig, haystack_dir: str | None, seed: int, threads: int):
@@ -26,7 +30,7 @@ def _seed_job(cfg: ProbeConfig, haystack_dir: str | None, seed: int, threads: in
 
     torch.set_num_threads(threads)
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(message)s", datefmt="%H:%M:%S")
-    return train_seed(cfg, load_haystack(haystack_dir, cfg.vocab_size), seed, log=log.info)
+    return train_seed(cfg, load_haystack(haystack_dir, cfg), seed, log=log.info)
 
 
 def run_probe(cfg: ProbeConfig, output: str, haystack_dir: str | None = None) -> dict:
@@ -40,7 +44,7 @@ def run_probe(cfg: ProbeConfig, output: str, haystack_dir: str | None = None) ->
     if os.path.exists(os.path.join(output, "report.json")):
         raise MeapDataError(f"{output!r} already holds a probe report; choose another --output or remove it")
     started = time.perf_counter()
-    haystack = load_haystack(haystack_dir, cfg.vocab_size)
+    haystack = load_haystack(haystack_dir, cfg)
     evals = evaluation_examples(cfg, haystack)
     log.info("probe: %s; %d seeds x %s, %d steps each, %d evaluation contexts", haystack.source, cfg.seeds,
              "/".join(cfg.objectives), cfg.steps, len(evals))
@@ -56,7 +60,7 @@ def run_probe(cfg: ProbeConfig, output: str, haystack_dir: str | None = None) ->
             for part in pool.map(_seed_job, [cfg] * len(seeds), [haystack_dir] * len(seeds), seeds,
                                  [threads] * len(seeds)):
                 results += part
-    report = summarize(cfg, results, evals, haystack.source)
+    report = summarize(cfg, results, evals, haystack.source, describe(needle_format(cfg.variant), haystack))
     report["seconds"] = time.perf_counter() - started
     paths = write_report(report, output)
     log.info("probe: %s", report["verdict"])
