@@ -353,3 +353,22 @@ def test_sft_pack_fills_samples_with_whole_examples(prepared, corpus, tmp_path):
     for a, b in zip(ShardLoader(directory, 2, **kw), ShardLoader(directory, 2, masks="per_epoch", **kw)):
         np.testing.assert_array_equal(a["input_ids"], b["input_ids"])
         np.testing.assert_array_equal(a["labels"], b["labels"])
+
+
+def test_the_probe_reads_a_repair_datasets_clean_tokens(prepared, corpus):
+    """``probe --haystack`` on a fine-tuning dataset: prompts (no labels) are read from the
+    inputs outside masked spans, answers from the labels, masked copies are skipped, so
+    the stream holds no mask token and reads as the records' text."""
+    from meap_data.errors import MeapDataError
+    from meap_data.probe.haystack import dataset_haystack
+
+    train = os.path.join(prepared, "train")
+    hay = dataset_haystack(train, min_tokens=1_000)
+    stream = np.concatenate([hay.train, hay.held_out])
+    assert hay.mask_id not in stream
+    labelled = sum(int((np.asarray(s["labels"]) != IGNORE_INDEX).sum()) for s in _samples(train))
+    assert len(stream) > 2 * labelled  # the prompts too, not only the answers
+    text = hay.tokenizer.decode(stream[:4000].tolist())
+    assert "error[E" in text and "fn " in text
+    with pytest.raises(MeapDataError, match="clean tokens; the probe needs at least 100,000"):
+        dataset_haystack(train)

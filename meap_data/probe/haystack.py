@@ -78,7 +78,7 @@ def stdlib_haystack(max_chars: int = 12_000_000, vocab_size: int = 4096, text: s
     return Haystack(train, held_out, tok, info.mask_token_id, info.eos_token_id, info.vocab_size, source)
 
 
-def dataset_haystack(directory: str, max_tokens: int = 50_000_000) -> Haystack:
+def dataset_haystack(directory: str, max_tokens: int = 50_000_000, min_tokens: int = 100_000) -> Haystack:
     """The clean tokens of a prepared dataset's Arrow shards, in dataset order, up to
     ``max_tokens``; the dataset's own tokenizer. A position's clean id is its label where
     it has one, else its input id outside the masked spans (a fine-tuning prompt: no
@@ -112,9 +112,9 @@ def dataset_haystack(directory: str, max_tokens: int = 50_000_000) -> Haystack:
         if total >= max_tokens:
             break
     stream = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
-    if len(stream) < 100_000:
-        raise MeapDataError(f"--haystack {directory!r} holds {len(stream)} tokens; the probe needs at least "
-                            "100,000 to cut contexts from")
+    if len(stream) < min_tokens:
+        raise MeapDataError(f"--haystack {directory!r} holds {len(stream):,} clean tokens; the probe needs at least "
+                            f"{min_tokens:,} to cut contexts from")
     train, held_out = _split(stream)
     return Haystack(train, held_out, Tokenizer.from_str(manifest.tokenizer_json), manifest.mask_token_id,
                     manifest.eos_token_id, manifest.vocab_size, f"dataset {directory} ({len(stream):,} tokens)")
