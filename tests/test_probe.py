@@ -186,6 +186,9 @@ def test_the_verdict_follows_the_documented_rules():
     assert verdict(_report(0.6, 0.4, [-0.3, -0.1], 0.001)).startswith("MEAP hurts")
     assert verdict(_report(0.5, 0.51, [-0.03, 0.04], 0.8)).startswith("no effect")
     assert verdict(_report(0.5, 0.55, [-0.1, 0.2], 0.3)).startswith("inconclusive")
+    # an exact test over thousands of discordant pairs underflows: said as a bound, not "p=0"
+    assert verdict(_report(0.4, 0.9, [0.4, 0.6], 0.0)).endswith("pooled McNemar p<1e-300")
+    assert verdict(_report(0.4, 0.6, [0.1, 0.3], 0.001)).endswith("pooled McNemar p=0.001")
 
 
 # ---------------------------------------------------------------------- end to end

@@ -130,6 +130,12 @@ def compare(a: list[ObjectiveResult], b: list[ObjectiveResult], evals: Examples)
     }
 
 
+def format_p(p: float) -> str:
+    """``=0.0123``, or ``<1e-300`` where an exact test's p-value underflows a double (an
+    exact binomial over thousands of discordant pairs) rather than a misleading ``=0``."""
+    return "<1e-300" if p < 1e-300 else f"={p:.3g}"
+
+
 def verdict(report: dict) -> str:
     """One line: the verdict on MEAP vs NTP and the figures behind it (see the module)."""
     objectives = report["objectives"]
@@ -140,7 +146,7 @@ def verdict(report: dict) -> str:
     low, high = cmp["interval"]
     figures = (f"genuine retrieval NTP {ntp:.2f}, MEAP {meap:.2f}; difference {cmp['mean_difference']:+.3f} "
                f"[{low:+.3f}, {high:+.3f}] over {len(report['seeds'])} seeds, pooled McNemar "
-               f"p={cmp['mcnemar_pooled']['p_value']:.3g}")
+               f"p{format_p(cmp['mcnemar_pooled']['p_value'])}")
     if ntp < LEARNED_FLOOR:
         return (f"uninformative: NTP did not learn genuine retrieval ({ntp:.2f} < {LEARNED_FLOOR} on targets that "
                 f"are not the first needle; {figures}); use a bigger preset (--preset gpu) or more --steps")
@@ -196,7 +202,7 @@ def markdown(report: dict) -> str:
             diffs = ", ".join(f"{d:+.3f}" for d in c["differences"])
             lines.append(f"| {name} | {diffs} | {c['mean_difference']:+.3f} [{c['interval'][0]:+.3f}, "
                          f"{c['interval'][1]:+.3f}] | {c['sign_test_p']:.3g} | {c['wilcoxon_p']:.3g} | "
-                         f"{c['mcnemar_pooled']['p_value']:.3g} |")
+                         f"{format_p(c['mcnemar_pooled']['p_value']).lstrip('=')} |")
     return "\n".join(lines) + "\n"
 
 
