@@ -26,7 +26,6 @@ import concurrent.futures
 import dataclasses
 import json
 import os
-import queue
 import re
 import shutil
 import tempfile
@@ -162,12 +161,10 @@ def check_crate(crate: CrateSource, toolchain: Toolchain, work: Path, cargo_home
         if missing:
             # cargo resolves dev-dependencies even to build the library: when only they
             # are absent, the library still builds without them (its tests cannot).
-            manifest = copy / "Cargo.toml"
-            original = manifest.read_text(encoding="utf-8")
-            manifest.write_text(without_dev_dependencies(original), encoding="utf-8")
+            manifest = copy / "Cargo.toml"  # the copy's: it is removed below
+            manifest.write_text(without_dev_dependencies(manifest.read_text(encoding="utf-8")), encoding="utf-8")
             record["build"] = _step(run_compiler([toolchain.cargo, "build", "--offline"], copy, env, time_limit_s),
                                     normaliser)
-            manifest.write_text(original, encoding="utf-8")
             if record["build"]["status"] == "passed":
                 record["build"]["without_dev_dependencies"] = True
                 record["tests"] = {"status": "unresolved", "missing": missing, "suites": []}
@@ -286,44 +283,30 @@ def survey(root: str | os.PathLike, output: str, toolchain: Toolchain, *, jobs: 
     # A fresh folder inside --work-dir (or $TMPDIR): only it is removed at the end.
     scratch = Path(tempfile.mkdtemp(prefix="meap-crates-", dir=work_dir))
     home = write_cargo_home(scratch / "cargo-home", root)
-    todo: queue.Queue = queue.Queue()
-    for crate in crates:
-        todo.put(crate)
-    records: dict[str, dict] = {}
-    lock = threading.Lock()
+    local = threading.local()  # each worker thread keeps one target dir: shared dependencies build once per worker
     bar = Progress(len(crates), "crates", sink=progress)
 
-    def worker(index: int) -> None:
-        target = scratch / f"target-{index}"
-        while True:
-            try:
-                crate = todo.get_nowait()
-            except queue.Empty:
-                return
-            record = check_crate(crate, toolchain, scratch, home, target, time_limit_s)
-            with lock:
-                records[crate.key] = record
-                bar.update(1)
+    def check(crate: CrateSource) -> dict[str, Any]:
+        if not hasattr(local, "target"):
+            local.target = Path(tempfile.mkdtemp(prefix="target-", dir=scratch))
+        return check_crate(crate, toolchain, scratch, home, local.target, time_limit_s)
 
+    summary = CratesSummary(crates=len(crates))
+    Path(output).parent.mkdir(parents=True, exist_ok=True)
     try:
-        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
-            for future in [pool.submit(worker, i) for i in range(jobs)]:
-                future.result()
+        with concurrent.futures.ThreadPoolExecutor(jobs) as pool, open(output, "w", encoding="utf-8") as f:
+            for record in pool.map(check, crates):  # crate order, whatever finishes first
+                f.write(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
+                bar.update(1)
+                summary.built += record["build"]["status"] == "passed"
+                status = record["tests"]["status"]
+                summary.tests_passed += status == "passed"
+                summary.tests_failed += status in ("failed", "timed_out")
+                summary.no_tests += status == "no_tests"
+                summary.unresolved += status == "unresolved"
+                summary.tests += record["tests"].get("passed", 0)
     finally:
         bar.close()
         shutil.rmtree(scratch, ignore_errors=True)
-    summary = CratesSummary(crates=len(crates))
-    Path(output).parent.mkdir(parents=True, exist_ok=True)
-    with open(output, "w", encoding="utf-8") as f:
-        for crate in crates:
-            record = records[crate.key]
-            f.write(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
-            summary.built += record["build"]["status"] == "passed"
-            status = record["tests"]["status"]
-            summary.tests_passed += status == "passed"
-            summary.tests_failed += status in ("failed", "timed_out")
-            summary.no_tests += status == "no_tests"
-            summary.unresolved += status == "unresolved"
-            summary.tests += record["tests"].get("passed", 0)
     summary.seconds = time.perf_counter() - started
     return summary
