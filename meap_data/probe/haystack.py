@@ -55,6 +55,8 @@ def stdlib_haystack(max_chars: int = 12_000_000, vocab_size: int = 4096, text: s
     from ..demo import stdlib_dir
     from ..tokenizer import prepare_tokenizer, train_bpe
 
+    if text not in HAYSTACK_TEXTS:  # before the tokenizer's 10 s
+        raise MeapDataError(f"--haystack-text must be one of {', '.join(HAYSTACK_TEXTS)}, got {text!r}")
     texts, total = [], 0
     for path in sorted(glob.glob(os.path.join(stdlib_dir(), "*.py"))):
         with open(path, encoding="utf-8", errors="replace") as f:
@@ -64,18 +66,34 @@ def stdlib_haystack(max_chars: int = 12_000_000, vocab_size: int = 4096, text: s
             break
     info = prepare_tokenizer(train_bpe(texts, vocab_size))
     tok = info.build()
-    ids = []
-    for enc in tok.encode_batch(texts, add_special_tokens=False):
-        ids.extend(enc.ids)
-        ids.append(info.eos_token_id)
-    source = f"Python standard library ({len(texts)} modules, {total / 1e6:.1f} M characters)"
-    if text == "filler":
+    if text == "filler":  # only the tokenizer comes from the stdlib: its text is not encoded
         ids = tok.encode(FILLER * FILLER_REPEATS, add_special_tokens=False).ids
         source = f"filler sentences x {FILLER_REPEATS:,} ({len(ids):,} tokens, the stdlib BPE of {vocab_size} tokens)"
-    elif text != "stdlib":
-        raise MeapDataError(f"--haystack-text must be one of {', '.join(HAYSTACK_TEXTS)}, got {text!r}")
+    else:
+        ids = []
+        for enc in tok.encode_batch(texts, add_special_tokens=False):
+            ids.extend(enc.ids)
+            ids.append(info.eos_token_id)
+        source = f"Python standard library ({len(texts)} modules, {total / 1e6:.1f} M characters)"
     train, held_out = _split(np.asarray(ids, dtype=np.int32))
     return Haystack(train, held_out, tok, info.mask_token_id, info.eos_token_id, info.vocab_size, source)
+
+
+def _clean_tokens(table) -> np.ndarray:
+    """The clean ids of a shard's samples, in order (see :func:`dataset_haystack`)."""
+    from ..sample_format import IGNORE_INDEX
+
+    rows = table.num_rows
+    inputs = table.column("input_ids").combine_chunks().values.to_numpy().reshape(rows, -1)
+    labels = table.column("labels").combine_chunks().values.to_numpy().reshape(rows, -1)
+    real = np.arange(inputs.shape[1]) < table.column("length").to_numpy()[:, None]
+    masked = np.zeros_like(real)
+    for row, spans in enumerate(table.column("mask_span").to_pylist()):  # a few spans a row
+        for start, end in zip(spans[0::2], spans[1::2]):
+            masked[row, start:end] = True
+    labelled = labels != IGNORE_INDEX
+    keep = real & (labelled | ~masked)
+    return np.where(labelled, labels, inputs)[keep].astype(np.int32)
 
 
 def dataset_haystack(directory: str, max_tokens: int = 50_000_000, min_tokens: int = 100_000) -> Haystack:
@@ -90,7 +108,6 @@ def dataset_haystack(directory: str, max_tokens: int = 50_000_000, min_tokens: i
 
     from .. import storage
     from ..manifest import DatasetManifest
-    from ..sample_format import IGNORE_INDEX
 
     manifest = DatasetManifest.read(directory)
     if "arrow" not in manifest.formats:
@@ -99,16 +116,9 @@ def dataset_haystack(directory: str, max_tokens: int = 50_000_000, min_tokens: i
     for entry in manifest.shards("arrow"):
         with storage.open_read(storage.join(directory, entry["path"])) as f:
             table = pa.ipc.open_stream(f).read_all()
-        columns = {name: table.column(name).to_pylist() for name in ("input_ids", "labels", "length", "mask_span")}
-        for inputs, labels, length, spans in zip(*columns.values()):
-            inputs, labels = np.asarray(inputs[:length], np.int32), np.asarray(labels[:length], np.int32)
-            masked = np.zeros(length, dtype=bool)
-            for start, end in zip(spans[0::2], spans[1::2]):
-                masked[start:end] = True
-            labelled = labels != IGNORE_INDEX
-            keep = labelled | ~masked
-            parts.append(np.where(labelled, labels, inputs)[keep])
-            total += int(keep.sum())
+        clean = _clean_tokens(table)
+        parts.append(clean)
+        total += len(clean)
         if total >= max_tokens:
             break
     stream = np.concatenate(parts) if parts else np.zeros(0, dtype=np.int32)
