@@ -84,6 +84,8 @@ def _clean_tokens(table) -> np.ndarray:
     from ..sample_format import IGNORE_INDEX
 
     rows = table.num_rows
+    if rows == 0:  # an empty shard (a split no record went to)
+        return np.zeros(0, dtype=np.int32)
     inputs = table.column("input_ids").combine_chunks().values.to_numpy().reshape(rows, -1)
     labels = table.column("labels").combine_chunks().values.to_numpy().reshape(rows, -1)
     real = np.arange(inputs.shape[1]) < table.column("length").to_numpy()[:, None]
