@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from meap_data.errors import MeapDataError
-from meap_data.rust import crates, diagnostics, error_index, harvest, mutate, mutations, snippets
+from meap_data.rust import crate_mutate, crates, diagnostics, error_index, harvest, mutate, mutations, snippets
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -77,17 +77,31 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     "borrowing) and keep each mutant rustc rejects with an error code, as a transcript record "
                     "whose fixed_source is the original.",
     )
-    mu.add_argument("inputs", nargs="+", metavar="INPUT",
-                    help=".rs files, directories of them, or snippet JSON lines from 'meap-data rust snippets'")
+    mu.add_argument("inputs", nargs="*", metavar="INPUT",
+                    help=".rs files, directories of them, or snippet JSON lines from 'meap-data rust snippets' "
+                         "(none with --crates)")
     mu.add_argument("--output", required=True, metavar="FILE.jsonl", help="where to write the mutant transcripts")
     mu.add_argument("--seed", type=int, default=0, help="picks the sites to mutate (default: 0)")
-    mu.add_argument("--per-operator", type=int, default=mutate.DEFAULT_PER_OPERATOR, metavar="N",
-                    help=f"mutants kept per program and operator (default: {mutate.DEFAULT_PER_OPERATOR})")
+    mu.add_argument("--per-operator", type=int, default=None, metavar="N",
+                    help=f"mutants kept per program and operator (default: {mutate.DEFAULT_PER_OPERATOR}; with "
+                         f"--crates per file and operator, default {crate_mutate.DEFAULT_PER_OPERATOR})")
     mu.add_argument("--operators", default=None, metavar="NAMES",
                     help="comma list of operators (default: all: " + ",".join(mutations.BY_NAME) + ")")
     mu.add_argument("--edition", choices=harvest.EDITIONS, default="2021",
                     help=".rs inputs' edition (snippets carry their own; default: 2021)")
-    _bulk_options(mu, "the first N programs", "programs", mutate.MUTANT_TIME_LIMIT_S)
+    mu.add_argument("--crates", default=None, metavar="CRATES.jsonl",
+                    help="mutate real crates instead: the records of 'meap-data rust crates' say which build; each "
+                         "mutant is checked with cargo check in a copy of its crate, and the example is the whole "
+                         "file or the largest enclosing item within --context-lines")
+    mu.add_argument("--crates-dir", default=crates.DEBIAN_REGISTRY, metavar="DIR",
+                    help=f"with --crates: the crate sources (default: {crates.DEBIAN_REGISTRY})")
+    mu.add_argument("--crate-names", default=None, metavar="NAMES", help="with --crates: comma list of crate names")
+    mu.add_argument("--context-lines", type=int, default=crate_mutate.DEFAULT_CONTEXT_LINES, metavar="N",
+                    help="with --crates: the longest window an example shows, in lines "
+                         f"(default: {crate_mutate.DEFAULT_CONTEXT_LINES})")
+    mu.add_argument("--work-dir", default=None, metavar="DIR",
+                    help="with --crates: where crate copies and target dirs go (default: $TMPDIR)")
+    _bulk_options(mu, "the first N programs (crates with --crates)", "programs (crates with --crates)", None)
     mu.set_defaults(func=cmd_mutate)
 
     cr = sub.add_parser(
@@ -127,12 +141,16 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.set_defaults(func=cmd_eval_repair)
 
 
-def _bulk_options(parser: argparse.ArgumentParser, limit_what: str, parallel_what: str, time_limit_s: float) -> None:
-    """--limit, --jobs and --time-limit, as every bulk Rust command takes them."""
+def _bulk_options(parser: argparse.ArgumentParser, limit_what: str, parallel_what: str,
+                  time_limit_s: float | None) -> None:
+    """--limit, --jobs and --time-limit, as every bulk Rust command takes them (``None``:
+    mutate's two defaults, per mutant and per crate check)."""
     parser.add_argument("--limit", type=int, default=None, metavar="N", help=f"only {limit_what}")
     parser.add_argument("--jobs", type=int, default=2, metavar="N", help=f"{parallel_what} in parallel (default: 2)")
+    default = (f"{time_limit_s:g}" if time_limit_s is not None else
+               f"{mutate.MUTANT_TIME_LIMIT_S:g}, {crate_mutate.CHECK_TIME_LIMIT_S:g} per cargo check with --crates")
     parser.add_argument("--time-limit", type=float, default=time_limit_s, metavar="SECONDS",
-                        help=f"per compile run (default: {time_limit_s:g})")
+                        help=f"per compile run (default: {default})")
 
 
 def _read_input(name: str) -> bytes:
@@ -227,12 +245,38 @@ def cmd_snippets(args: argparse.Namespace) -> int:
 def cmd_mutate(args: argparse.Namespace) -> int:
     """Mutate the programs; a summary with the operators and first error codes."""
     operators = None if args.operators is None else [o.strip() for o in args.operators.split(",") if o.strip()]
-    summary = mutate.mutate(args.inputs, args.output, seed=args.seed, per_operator=args.per_operator,
-                            operators=operators, jobs=args.jobs, edition=args.edition, limit=args.limit,
-                            time_limit_s=args.time_limit, progress=_sink(args))
+    if args.crates is not None:
+        return _mutate_crates(args, operators)
+    if not args.inputs:
+        raise MeapDataError("rust mutate: pass INPUT files (.rs, directories, snippet JSON lines) or --crates FILE")
+    summary = mutate.mutate(args.inputs, args.output, seed=args.seed,
+                            per_operator=args.per_operator or mutate.DEFAULT_PER_OPERATOR, operators=operators,
+                            jobs=args.jobs, edition=args.edition, limit=args.limit,
+                            time_limit_s=args.time_limit or mutate.MUTANT_TIME_LIMIT_S, progress=_sink(args))
     print(f"{summary.line()}; written to {args.output}")
     print("  by operator: " + ", ".join(f"{k} {v}" for k, v in summary.by_operator.items()))
     print("  first error codes: " + ", ".join(f"{k} {v}" for k, v in list(summary.by_code.items())[:20]))
+    return 0
+
+
+def _mutate_crates(args: argparse.Namespace, operators: list[str] | None) -> int:
+    from meap_data.rust.toolchain import find_toolchain
+
+    if args.inputs:
+        raise MeapDataError("rust mutate --crates reads crates, not INPUT files; drop " + " ".join(args.inputs))
+    chosen = mutations.OPERATORS if operators is None else tuple(mutate._operator(o) for o in operators)
+    names = None if args.crate_names is None else [c.strip() for c in args.crate_names.split(",") if c.strip()]
+    summary = crate_mutate.mutate_crates(
+        args.crates, args.output, find_toolchain(), crates_dir=args.crates_dir, seed=args.seed,
+        per_operator=args.per_operator or crate_mutate.DEFAULT_PER_OPERATOR, operators=chosen,
+        context_lines=args.context_lines, jobs=args.jobs, limit=args.limit, only=names,
+        time_limit_s=args.time_limit or crate_mutate.CHECK_TIME_LIMIT_S, work_dir=args.work_dir,
+        progress=_sink(args))
+    print(f"{summary.line()}; written to {args.output}")
+    print("  by operator: " + ", ".join(f"{k} {v}" for k, v in summary.by_operator.items()))
+    print("  first error codes: " + ", ".join(f"{k} {v}" for k, v in list(summary.by_code.items())[:20]))
+    print("  not kept: " + ", ".join(f"{k} {v}" for k, v in summary.dropped.items())
+          + f"; {summary.too_long} sites in items longer than --context-lines")
     return 0
 
 

@@ -90,10 +90,10 @@ def first_error_code(compiled: Compiled) -> str | None:
                  if str(d.get("level", "")).startswith("error") and d.get("code") and _E_CODE.match(d["code"])), None)
 
 
-def apply_machine_fixes(source: str, diagnostics: list[dict[str, Any]]) -> str:
-    """``source`` with every machine-applicable suggestion of ``diagnostics`` applied
-    (rustfix's rule; overlapping ones after the first are skipped). Columns count
-    characters, 1-based, end exclusive."""
+def apply_machine_fixes(source: str, diagnostics: list[dict[str, Any]], file: str = "main.rs") -> str:
+    """``source`` (the text of ``file``) with every machine-applicable suggestion of
+    ``diagnostics`` applied (rustfix's rule; overlapping ones after the first are
+    skipped). Columns count characters, 1-based, end exclusive."""
     starts = [0]
     for line in source.split("\n"):
         starts.append(starts[-1] + len(line) + 1)
@@ -104,7 +104,7 @@ def apply_machine_fixes(source: str, diagnostics: list[dict[str, Any]]) -> str:
     edits = []
     for d in diagnostics:
         for s in d.get("suggestions", []):
-            if s.get("applicability") == "MachineApplicable" and s["file"] == "main.rs" and s["line"] >= 1:
+            if s.get("applicability") == "MachineApplicable" and s["file"] == file and s["line"] >= 1:
                 edits.append((offset(s["line"], s["column"]), offset(s["line_end"], s["column_end"]), s["replacement"]))
     out, last = [], 0
     for start, end, text in sorted(set(edits)):

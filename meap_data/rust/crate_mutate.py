@@ -1,0 +1,559 @@
+"""Compile-error repair examples from real crates: ``meap-data rust mutate --crates``.
+
+Reads the records of ``meap-data rust crates`` (which crates build) and the crate
+sources, and breaks the files each crate's ``cargo check`` compiles with the operators
+of :mod:`meap_data.rust.mutations`, checking every mutant with ``cargo check`` in a copy
+of the crate (its packaged dependencies, offline).
+
+Batching. One check of a crate costs about as much with one edited file as with twenty
+(0.3-0.5 s incremental on these machines), and rustc type-checks and borrow-checks each
+function body on its own, reporting errors in every body (an unresolved name in one
+does not hide a moved value in another). So each check carries one mutant per file of
+the crate, each inside a function body, and a diagnostic belongs to the mutant of the
+file its primary span is in. Operators whose effect can reach other files (a removed
+``use`` that submodules glob-import, a changed signature) and edits in functions that
+return ``impl Trait`` (callers see the body's type) are checked alone. A batch with an
+error no mutant owns (another file, no span) is checked again one mutant at a time.
+
+Context. A record shows the whole file when it has at most ``context_lines`` lines,
+else the largest enclosing item that fits (the method, its impl block, the module);
+``crate.lines`` says which lines of the file the window is. A mutant is kept when its
+check fails with an error code inside its window and nowhere else; the record's
+diagnostics are those in the window (line numbers are the file's), ``rendered`` their
+text plus cargo's closing line recounted for them, ``fixed_source`` the same window of
+the original file.
+
+Sites are tried per file in a seeded order (a pure function of the seed, crate, file
+and operator), ``per_operator`` kept and at most ``3 x per_operator`` tried per file and
+operator. Records come out in crate, file and try order: the file is byte-identical
+across runs and ``--jobs``.
+"""
+
+from __future__ import annotations
+
+import concurrent.futures
+import dataclasses
+import hashlib
+import json
+import os
+import random
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any, Callable, Iterator
+
+from meap_data.errors import MeapDataError
+from meap_data.keys import hash64
+from meap_data.progress import Progress
+from meap_data.rust import diagnostics as diag
+from meap_data.rust.crates import DEBIAN_REGISTRY, CrateSource, discover, write_cargo_home
+from meap_data.rust.items import Block, context_window, innermost, item_blocks
+from meap_data.rust.lexer import line_of, tokenize
+from meap_data.rust.mutate import INFERENCE_CODES, OWNERSHIP_CODES, TRIES_PER_KEPT, apply_machine_fixes
+from meap_data.rust.mutations import OPERATORS, Operator, Site
+from meap_data.rust.records import SCHEMA_VERSION, make_key, write_records
+from meap_data.rust.toolchain import Normaliser, Toolchain, compiler_env, run_compiler
+
+DEFAULT_PER_OPERATOR = 2
+DEFAULT_CONTEXT_LINES = 120
+CHECK_TIME_LIMIT_S = 120.0
+#: Operators whose mutants can break code in other files: never batched.
+ALONE = frozenset({"remove_use", "mutate_through_shared_ref", "return_local_reference"})
+CHECK_ARGV = ["cargo", "check", "--offline"]
+
+
+@dataclasses.dataclass(frozen=True)
+class Mutant:
+    """One mutation of one file: ``text`` the whole mutated file; ``window`` the
+    context's character range in the original, ``mutated_window`` in ``text``."""
+
+    file: str
+    op: Operator
+    index: int
+    site: Site
+    text: str
+    window: tuple[int, int]
+    mutated_window: tuple[int, int]
+    batch: bool
+
+    def lines(self) -> tuple[int, int]:
+        """1-based first and last line of the window in the mutated file."""
+        lo, hi = self.mutated_window
+        return line_of(self.text, lo), line_of(self.text, max(lo, hi - 1))
+
+
+class FilePlan:
+    """The mutants of one file, handed out in seeded order under the per-operator caps."""
+
+    def __init__(self, crate_key: str, file: str, text: str, *, seed: int, per_operator: int,
+                 operators: tuple[Operator, ...], context_lines: int):
+        self.file, self.text, self.per_operator = file, text, per_operator
+        self.context_lines = context_lines
+        try:
+            toks = tokenize(text)
+        except ValueError:
+            toks = []
+        self.blocks = item_blocks(text, toks) if toks else []
+        self.queues: list[tuple[Operator, list[tuple[int, Site]]]] = []
+        for op in operators:
+            sites = op.find(text, toks) if toks else []
+            order = list(range(len(sites)))
+            random.Random(hash64("meap-crate-mutate", seed, crate_key, file, op.name)).shuffle(order)
+            self.queues.append((op, [(i, sites[i]) for i in order]))
+        self.kept = {op.name: 0 for op in operators}
+        self.tried = {op.name: 0 for op in operators}
+        self.seen = {text}
+        self.cursor = 0
+        self.too_long = 0
+        self.cache: dict[tuple[str, int], Mutant | None] = {}
+
+    def _open(self, op: Operator) -> bool:
+        # Operators checked alone cost a cargo check per try: half the quota.
+        cap = (self.per_operator + 1) // 2 if op.name in ALONE else self.per_operator
+        return self.kept[op.name] < cap and self.tried[op.name] < TRIES_PER_KEPT * cap
+
+    def next(self, batch: bool) -> Mutant | None:
+        """The next untried mutant that may go in a batch (``batch``) or must go alone."""
+        for turn in range(len(self.queues)):
+            op, queue = self.queues[(self.cursor + turn) % len(self.queues)]
+            if not self._open(op):
+                continue
+            pos = 0
+            while pos < len(queue):
+                index, site = queue[pos]
+                if (op.name, index) not in self.cache:
+                    self.cache[(op.name, index)] = self._mutant(op, index, site)
+                mutant = self.cache[(op.name, index)]
+                if mutant is None:
+                    del queue[pos]
+                elif mutant.batch != batch:
+                    pos += 1
+                else:
+                    del queue[pos]
+                    self.cursor = (self.cursor + turn + 1) % len(self.queues)
+                    self.tried[op.name] += 1
+                    return mutant
+        return None
+
+    def _mutant(self, op: Operator, index: int, site: Site) -> Mutant | None:
+        lo = min(e[0] for e in site.edits)
+        hi = max(e[1] for e in site.edits)
+        fn = innermost(self.blocks, lo, hi, "fn")
+        if any(b.test and b.contains(lo, hi) for b in self.blocks):
+            return None  # test-only code: cargo check does not compile it
+        window = context_window(self.text, self.blocks, lo, hi, self.context_lines)
+        text = site.apply(self.text)
+        if window is None:
+            self.too_long += 1
+            return None
+        if text in self.seen:
+            return None
+        self.seen.add(text)
+        delta = len(text) - len(self.text)
+        batch = (op.name not in ALONE and fn is not None and lo > fn.body
+                 and "impl" not in self.text[fn.start:fn.body].split("->", 1)[-1])
+        return Mutant(self.file, op, index, site, text, window, (window[0], window[1] + delta), batch)
+
+    def done(self, mutant: Mutant, kept: bool) -> None:
+        self.kept[mutant.op.name] += kept
+
+
+@dataclasses.dataclass
+class Check:
+    """One cargo check: its diagnostics (record form, stream order, summaries dropped)
+    with the target each came from, and whether it ran out of time."""
+
+    diagnostics: list[dict[str, Any]]
+    targets: list[str]
+    timed_out: bool
+    exit_code: int | None
+
+
+def cargo_check(copy: Path, toolchain: Toolchain, env: dict[str, str], normaliser: Normaliser,
+                time_limit_s: float) -> Check:
+    """``cargo check --offline --message-format=json`` in ``copy``."""
+    ran = run_compiler([toolchain.cargo, *CHECK_ARGV[1:], "--message-format=json"], copy, env, time_limit_s)
+    if ran.timed_out:
+        return Check([], [], True, None)
+    found, targets = [], []
+    for line in diag.decode(ran.stdout)[0].splitlines():
+        if not line.startswith("{"):
+            continue
+        message = json.loads(line)
+        if message.get("reason") != "compiler-message":
+            continue
+        for d in diag.parse_json(json.dumps(message["message"])).diagnostics:
+            if not d.is_summary:
+                found.append(normaliser.value(d.to_dict()))
+                kind = message.get("target", {}).get("kind", ["lib"])[0]
+                targets.append("lib" if kind in ("lib", "rlib", "proc-macro") else
+                               f"{kind} \"{message['target'].get('name', '')}\"")
+    return Check(found, targets, False, ran.exit_code)
+
+
+def _is_error(d: dict[str, Any]) -> bool:
+    return str(d.get("level", "")).startswith("error")
+
+
+def _file_of(d: dict[str, Any]) -> str | None:
+    return d["primary"]["file"] if d.get("primary") else None
+
+
+def closing_line(crate: str, target: str, errors: int, warnings: int) -> str:
+    """cargo's last line for a failed check with these counts."""
+    text = f"error: could not compile `{crate}` ({target}) due to {errors} previous error{'s' * (errors != 1)}"
+    if warnings:
+        text += f"; {warnings} warning{'s' * (warnings != 1)} emitted"
+    return text + "\n"
+
+
+@dataclasses.dataclass
+class Outcome:
+    """What one mutant's check said: ``diagnostics`` in its window (with their targets),
+    or why it is not kept."""
+
+    mutant: Mutant
+    diagnostics: list[dict[str, Any]]
+    targets: list[str]
+    reason: str | None  # None: kept
+
+
+def judge(mutant: Mutant, check: Check, others: frozenset[str] = frozenset()) -> Outcome:
+    """Keep or drop ``mutant`` given a check that held it (and the mutants of the files
+    ``others``, whose diagnostics are theirs)."""
+    if check.timed_out:
+        return Outcome(mutant, [], [], "timed_out")
+    first, last = mutant.lines()
+    mine, targets, outside = [], [], False
+    for d, target in zip(check.diagnostics, check.targets):
+        f = _file_of(d)
+        if f in others:
+            continue
+        inside = f == mutant.file and first <= d["primary"]["line"] <= last
+        if inside:
+            mine.append(d)
+            targets.append(target)
+        elif _is_error(d):
+            outside = True
+    if outside:
+        return Outcome(mutant, [], [], "errors_outside_window")
+    code = next((d["code"] for d in mine if _is_error(d) and d.get("code")), None)
+    if code is None or not code.startswith("E"):
+        return Outcome(mutant, [], [], "compiles" if not any(_is_error(d) for d in mine) else "no_error_code")
+    return Outcome(mutant, mine, targets, None)
+
+
+def batch_is_clean(check: Check, files: frozenset[str]) -> bool:
+    """Every error of a batched check lies in a file one of its mutants edited."""
+    return not check.timed_out and all(_file_of(d) in files for d in check.diagnostics if _is_error(d))
+
+
+@dataclasses.dataclass
+class CrateResult:
+    key: str
+    files: int = 0
+    checks: int = 0
+    tried: int = 0
+    too_long: int = 0
+    dropped: dict[str, int] = dataclasses.field(default_factory=dict)
+    records: list = dataclasses.field(default_factory=list)
+    error: str | None = None
+
+
+def compiled_files(target: Path, copy: Path, since: float) -> list[str]:
+    """The crate's ``.rs`` files the last check compiled, from cargo's dep-info files."""
+    found: set[str] = set()
+    prefix = str(copy) + "/"
+    for d in (target / "debug" / "deps").glob("*.d"):
+        if d.stat().st_mtime < since:
+            continue
+        for line in d.read_text(encoding="utf-8", errors="replace").splitlines():
+            if not line.endswith(".rs:"):
+                continue
+            path = line[:-1]
+            rel = path[len(prefix):] if path.startswith(prefix) else path  # cargo writes the crate's own relative
+            if not rel.startswith("/") and (copy / rel).is_file():
+                found.add(rel)
+    return sorted(found)
+
+
+def mutate_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, cargo_home: Path, target: Path, *,
+                 seed: int, per_operator: int, operators: tuple[Operator, ...], context_lines: int,
+                 time_limit_s: float) -> CrateResult:
+    """The kept compile-error mutants of one crate, in file and try order."""
+    result = CrateResult(crate.key)
+    copy = scratch / crate.key
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(crate.path, copy, ignore=shutil.ignore_patterns("target", "Cargo.lock"))
+    normaliser = Normaliser({str(copy): "$CRATE", str(target): "$TARGET", str(crate.path.parent): "$REGISTRY",
+                             toolchain.sysroot: "$SYSROOT"})
+    env = compiler_env({"CARGO_HOME": str(cargo_home), "CARGO_TARGET_DIR": str(target)}, scratch)
+    try:
+        since = time.time() - 1
+        base = cargo_check(copy, toolchain, env, normaliser, time_limit_s)
+        result.checks += 1
+        if base.timed_out or base.exit_code != 0:
+            result.error = "the unmodified crate does not pass cargo check"
+            return result
+        files = compiled_files(target, copy, since)
+        result.files = len(files)
+        originals = {f: (copy / f).read_text(encoding="utf-8", errors="replace") for f in files}
+        plans = [FilePlan(crate.key, f, originals[f], seed=seed, per_operator=per_operator, operators=operators,
+                          context_lines=context_lines) for f in files]
+
+        def check_with(mutants: list[Mutant]) -> Check:
+            for m in mutants:
+                (copy / m.file).write_text(m.text, encoding="utf-8")
+            try:
+                result.checks += 1
+                return cargo_check(copy, toolchain, env, normaliser, time_limit_s)
+            finally:
+                for m in mutants:
+                    (copy / m.file).write_text(originals[m.file], encoding="utf-8")
+
+        def settle(outcome: Outcome, plan: FilePlan) -> None:
+            result.tried += 1
+            plan.done(outcome.mutant, outcome.reason is None)
+            if outcome.reason is None:
+                result.records.append(_record(crate, outcome, originals[outcome.mutant.file], seed, toolchain,
+                                              time_limit_s))
+            else:
+                result.dropped[outcome.reason] = result.dropped.get(outcome.reason, 0) + 1
+
+        by_file = {p.file: p for p in plans}
+        while True:
+            batch = [m for m in (p.next(batch=True) for p in plans) if m is not None]
+            if not batch:
+                break
+            check = check_with(batch)
+            edited = frozenset(m.file for m in batch)
+            if len(batch) == 1 or batch_is_clean(check, edited):
+                for m in batch:
+                    settle(judge(m, check, edited - {m.file}), by_file[m.file])
+            else:
+                for m in batch:
+                    settle(judge(m, check_with([m])), by_file[m.file])
+        for plan in plans:
+            while (m := plan.next(batch=False)) is not None:
+                settle(judge(m, check_with([m])), plan)
+        result.too_long = sum(p.too_long for p in plans)
+        result.records.sort(key=lambda r: r["crate"]["file"])  # stable: try order within a file
+        return result
+    finally:
+        shutil.rmtree(copy, ignore_errors=True)
+
+
+def _record(crate: CrateSource, outcome: Outcome, original: str, seed: int, toolchain: Toolchain,
+            time_limit_s: float) -> dict[str, Any]:
+    m = outcome.mutant
+    lo, hi = m.window
+    mlo, mhi = m.mutated_window
+    source, fixed = m.text[mlo:mhi], original[lo:hi]
+    first, last = m.lines()
+    errors = sum(_is_error(d) for d in outcome.diagnostics)
+    warnings = len(outcome.diagnostics) - errors
+    rendered = "".join(d.get("rendered") or "" for d in outcome.diagnostics)
+    rendered += closing_line(crate.name, outcome.targets[0], errors, warnings)
+    codes = list(dict.fromkeys(d["code"] for d in outcome.diagnostics if d.get("code")))
+    first_code = next(d["code"] for d in outcome.diagnostics if _is_error(d) and d.get("code"))
+    local = [_shift(d, first - 1) for d in outcome.diagnostics]
+    return {
+        "schema_version": SCHEMA_VERSION,
+        "key": make_key(f"{crate.key}/{m.file}-{m.op.name}-{m.index}"),
+        "origin": "mutation",
+        "tool": "cargo",
+        "source": source,
+        "source_path": f"$SRC/{m.file}",
+        "edition": crate.edition,
+        "toolchain": toolchain.version,
+        "argv": list(CHECK_ARGV),
+        "argv_json": [*CHECK_ARGV, "--message-format=json"],
+        "env": {},
+        "time_limit_s": time_limit_s,
+        "exit_code": 101,
+        "timed_out": False,
+        "diagnostics": outcome.diagnostics,
+        "rendered": rendered,
+        "problems": [],
+        "produced_codes": codes,
+        "fixed_source": fixed,
+        "fix_edition": crate.edition,
+        "fix_compiles": True,
+        "mutation": {
+            "operator": m.op.name,
+            "family": m.op.family,
+            "line": line_of(original, min(e[0] for e in m.site.edits)),
+            "program": f"{crate.key}/{m.file}",
+            "seed": seed,
+            "first_code": first_code,
+            "rustc_fix": apply_machine_fixes(source, local, file=m.file) == fixed,
+            "from": {"crate": crate.key, "path": m.file},
+        },
+        "crate": {
+            "name": crate.name, "version": crate.version, "package": crate.package, "license": crate.license,
+            "file": m.file, "lines": [first, last], "fixed_lines": [line_of(original, lo), line_of(original, max(lo, hi - 1))],
+            "file_lines": original.count("\n") + (not original.endswith("\n")),
+        },
+    }
+
+
+def _shift(d: dict[str, Any], by: int) -> dict[str, Any]:
+    """A diagnostic's suggestions with line numbers relative to a window starting ``by``
+    lines into the file (for applying them to the window's text)."""
+    return {**d, "suggestions": [{**s, "line": s["line"] - by, "line_end": s["line_end"] - by}
+                                 for s in d.get("suggestions", [])]}
+
+
+@dataclasses.dataclass(frozen=True)
+class CrateMutateSummary:
+    """Counts of a crate mutation run; ``seconds`` wall."""
+
+    crates: int
+    skipped: int
+    files: int
+    checks: int
+    tried: int
+    kept: int
+    duplicates: int
+    too_long: int
+    dropped: dict[str, int]
+    by_operator: dict[str, int]
+    by_code: dict[str, int]
+    rustc_fixable: int
+    prompt_lines: dict[str, int]
+    seconds: float
+
+    @property
+    def inference(self) -> int:
+        return sum(n for c, n in self.by_code.items() if c in INFERENCE_CODES)
+
+    @property
+    def ownership(self) -> int:
+        return sum(n for c, n in self.by_code.items() if c in OWNERSHIP_CODES)
+
+    def line(self) -> str:
+        return (f"mutate --crates: {self.crates} crates ({self.skipped} skipped), {self.files} files, "
+                f"{self.tried} mutants in {self.checks} cargo checks, {self.kept} kept, "
+                f"{self.duplicates} duplicates dropped; type inference {self.inference}, ownership/borrowing "
+                f"{self.ownership}, rustc-fixable {self.rustc_fixable}; window lines median "
+                f"{self.prompt_lines.get('median', 0)}, max {self.prompt_lines.get('max', 0)}; {self.seconds:.0f} s")
+
+
+def read_crate_records(path: str | os.PathLike) -> list[dict[str, Any]]:
+    """The records of ``meap-data rust crates`` (JSON lines)."""
+    p = Path(path)
+    try:
+        lines = p.read_text(encoding="utf-8").splitlines()
+    except OSError as e:
+        raise MeapDataError(f"{p}: cannot read crate records ({e.strerror}); write them with "
+                            "'meap-data rust crates --output FILE'") from e
+    out = []
+    for n, line in enumerate(lines, 1):
+        if not line.strip():
+            continue
+        try:
+            record = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise MeapDataError(f"{p}:{n}: not JSON ({e.msg}); expected 'meap-data rust crates' output") from e
+        if not isinstance(record, dict) or "crate" not in record or "build" not in record:
+            raise MeapDataError(f"{p}:{n}: not a crate record (no 'crate'/'build'); expected 'meap-data rust crates' "
+                                "output")
+        out.append(record)
+    return out
+
+
+def select_crates(records_path: str | os.PathLike, crates_dir: str | os.PathLike, *, tests_passed: bool = False,
+                  only: list[str] | None = None) -> list[CrateSource]:
+    """The crates of ``crates_dir`` whose survey record says they build (and, with
+    ``tests_passed``, pass every suite), in name and version order."""
+    wanted = {}
+    for r in read_crate_records(records_path):
+        if r["build"]["status"] != "passed" or r["build"].get("without_dev_dependencies") and tests_passed:
+            continue
+        if tests_passed and r["tests"]["status"] != "passed":
+            continue
+        wanted[r["source"]] = r
+    crates = [c for c in discover(crates_dir, only) if c.key in wanted]
+    if not crates:
+        raise MeapDataError(f"{records_path}: no crate of {crates_dir} is recorded as building"
+                            + (" with passing tests" if tests_passed else ""))
+    return crates
+
+
+def mutate_crates(records_path: str | os.PathLike, output: str | os.PathLike, toolchain: Toolchain, *,
+                  crates_dir: str | os.PathLike = DEBIAN_REGISTRY, seed: int = 0,
+                  per_operator: int = DEFAULT_PER_OPERATOR, operators: tuple[Operator, ...] = OPERATORS,
+                  context_lines: int = DEFAULT_CONTEXT_LINES, jobs: int = 2, limit: int | None = None,
+                  only: list[str] | None = None, time_limit_s: float = CHECK_TIME_LIMIT_S,
+                  work_dir: str | None = None,
+                  progress: Callable[[str], None] | None | str = "stderr") -> CrateMutateSummary:
+    """Mutate every building crate (``jobs`` crates at a time) and write the kept mutants."""
+    if jobs < 1:
+        raise MeapDataError(f"--jobs must be at least 1, got {jobs}")
+    if per_operator < 1:
+        raise MeapDataError(f"--per-operator must be at least 1, got {per_operator}")
+    if context_lines < 10:
+        raise MeapDataError(f"--context-lines must be at least 10, got {context_lines}")
+    if toolchain.cargo is None:
+        raise MeapDataError("cargo not found on PATH; mutate --crates checks mutants with cargo (install it with rustup)")
+    start = time.monotonic()
+    root = Path(crates_dir).resolve()
+    crates = select_crates(records_path, root, only=only)[:limit]
+    if work_dir:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix="meap-crate-mutate-", dir=work_dir))
+    home = write_cargo_home(scratch / "cargo-home", root)
+    local = threading.local()
+    bar = Progress(len(crates), "mutate --crates", sink=progress)
+    totals = {"files": 0, "checks": 0, "tried": 0, "kept": 0, "duplicates": 0, "too_long": 0, "fixable": 0,
+              "skipped": 0}
+    dropped: dict[str, int] = {}
+    by_operator: dict[str, int] = {}
+    by_code: dict[str, int] = {}
+    window_lines: list[int] = []
+    digests: set[bytes] = set()
+
+    def one(crate: CrateSource) -> CrateResult:
+        if not hasattr(local, "target"):
+            local.target = Path(tempfile.mkdtemp(prefix="target-", dir=scratch))
+        return mutate_crate(crate, toolchain, scratch, home, local.target, seed=seed, per_operator=per_operator,
+                            operators=operators, context_lines=context_lines, time_limit_s=time_limit_s)
+
+    def kept() -> Iterator[dict[str, Any]]:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
+            for result in pool.map(one, crates):
+                totals["skipped"] += result.error is not None
+                for k in ("files", "checks", "tried", "too_long"):
+                    totals[k] += getattr(result, k)
+                for reason, n in result.dropped.items():
+                    dropped[reason] = dropped.get(reason, 0) + n
+                for record in result.records:
+                    digest = hashlib.blake2b((record["crate"]["file"] + "\0" + record["source"]).encode("utf-8"),
+                                             digest_size=16).digest()
+                    if digest in digests:
+                        totals["duplicates"] += 1
+                        continue
+                    digests.add(digest)
+                    m = record["mutation"]
+                    totals["kept"] += 1
+                    totals["fixable"] += m["rustc_fix"]
+                    by_operator[m["operator"]] = by_operator.get(m["operator"], 0) + 1
+                    by_code[m["first_code"]] = by_code.get(m["first_code"], 0) + 1
+                    window_lines.append(record["crate"]["lines"][1] - record["crate"]["lines"][0] + 1)
+                    yield record
+                bar.update(1, f"{totals['kept']} mutants")
+
+    try:
+        write_records(output, kept())
+    finally:
+        bar.close(f"{totals['kept']} mutants kept")
+        shutil.rmtree(scratch, ignore_errors=True)
+    window_lines.sort()
+    lines = ({"median": window_lines[len(window_lines) // 2], "max": window_lines[-1]} if window_lines else {})
+    return CrateMutateSummary(len(crates), totals["skipped"], totals["files"], totals["checks"], totals["tried"],
+                              totals["kept"], totals["duplicates"], totals["too_long"], dict(sorted(dropped.items())),
+                              dict(sorted(by_operator.items())),
+                              dict(sorted(by_code.items(), key=lambda kv: (-kv[1], kv[0]))), totals["fixable"],
+                              lines, time.monotonic() - start)
