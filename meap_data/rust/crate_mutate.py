@@ -114,28 +114,70 @@ class FilePlan:
         cap = (self.per_operator + 1) // 2 if op.name in ALONE else self.per_operator
         return self.kept[op.name] < cap and self.tried[op.name] < TRIES_PER_KEPT * cap
 
+    def _candidates(self, op: Operator, batch: bool) -> Iterator[tuple[int, Mutant]]:
+        """(queue position, mutant) of ``op``'s untried mutants of the kind asked for."""
+        queue = next(q for o, q in self.queues if o is op)
+        pos = 0
+        while pos < len(queue):
+            index, site = queue[pos]
+            if (op.name, index) not in self.cache:
+                self.cache[(op.name, index)] = self._mutant(op, index, site)
+            mutant = self.cache[(op.name, index)]
+            if mutant is None:
+                del queue[pos]
+                continue
+            if mutant.batch == batch:
+                yield pos, mutant
+            pos += 1
+
+    def _take(self, op: Operator, pos: int) -> None:
+        next(q for o, q in self.queues if o is op).pop(pos)
+        self.tried[op.name] += 1
+
     def next(self, batch: bool) -> Mutant | None:
         """The next untried mutant that may go in a batch (``batch``) or must go alone."""
         for turn in range(len(self.queues)):
-            op, queue = self.queues[(self.cursor + turn) % len(self.queues)]
+            op = self.queues[(self.cursor + turn) % len(self.queues)][0]
             if not self._open(op):
                 continue
-            pos = 0
-            while pos < len(queue):
-                index, site = queue[pos]
-                if (op.name, index) not in self.cache:
-                    self.cache[(op.name, index)] = self._mutant(op, index, site)
-                mutant = self.cache[(op.name, index)]
-                if mutant is None:
-                    del queue[pos]
-                elif mutant.batch != batch:
-                    pos += 1
-                else:
-                    del queue[pos]
-                    self.cursor = (self.cursor + turn + 1) % len(self.queues)
-                    self.tried[op.name] += 1
-                    return mutant
+            for pos, mutant in self._candidates(op, batch):
+                self._take(op, pos)
+                self.cursor = (self.cursor + turn + 1) % len(self.queues)
+                return mutant
         return None
+
+    def round(self) -> list[Mutant]:
+        """Mutants to check together: at most one per operator (so the caps hold),
+        windows that do not overlap, and at most one that adds or removes lines, after
+        all the others (so every window keeps its line numbers)."""
+        chosen: list[Mutant] = []
+        shifter: Mutant | None = None
+        for turn in range(len(self.queues)):
+            op = self.queues[(self.cursor + turn) % len(self.queues)][0]
+            if not self._open(op):
+                continue
+            for pos, m in self._candidates(op, True):
+                if any(m.window[0] < c.window[1] and c.window[0] < m.window[1] for c in chosen):
+                    continue
+                shifts = m.text.count("\n") != self.text.count("\n")
+                if shifts and (shifter is not None or any(c.window[0] > m.window[0] for c in chosen)):
+                    continue
+                if not shifts and shifter is not None and m.window[0] > shifter.window[0]:
+                    continue
+                self._take(op, pos)
+                chosen.append(m)
+                shifter = m if shifts else shifter
+                break
+        self.cursor = (self.cursor + 1) % len(self.queues)
+        return chosen
+
+    def composite(self, mutants: list[Mutant]) -> str:
+        """The file with every mutant of a round applied."""
+        edits = sorted((e for m in mutants for e in m.site.edits), reverse=True)
+        text = self.text
+        for start, end, new in edits:
+            text = text[:start] + new + text[end:]
+        return text
 
     def _mutant(self, op: Operator, index: int, site: Site) -> Mutant | None:
         lo = min(e[0] for e in site.edits)
@@ -220,22 +262,20 @@ class Outcome:
     reason: str | None  # None: kept
 
 
-def judge(mutant: Mutant, check: Check, others: frozenset[str] = frozenset()) -> Outcome:
-    """Keep or drop ``mutant`` given a check that held it (and the mutants of the files
-    ``others``, whose diagnostics are theirs)."""
+def judge(mutant: Mutant, check: Check, alone: bool = True) -> Outcome:
+    """Keep or drop ``mutant`` given a check that held it: ``alone``, or in a batch the
+    caller found clean (every error inside some mutant's window)."""
     if check.timed_out:
         return Outcome(mutant, [], [], "timed_out")
     first, last = mutant.lines()
     mine, targets, outside = [], [], False
     for d, target in zip(check.diagnostics, check.targets):
-        f = _file_of(d)
-        if f in others:
-            continue
-        inside = f == mutant.file and first <= d["primary"]["line"] <= last
-        if inside:
+        if d.get("code") == "dead_code":
+            continue  # crate-wide: an item another mutant stopped using is reported where it is defined
+        if _file_of(d) == mutant.file and first <= d["primary"]["line"] <= last:
             mine.append(d)
             targets.append(target)
-        elif _is_error(d):
+        elif alone and _is_error(d):
             outside = True
     if outside:
         return Outcome(mutant, [], [], "errors_outside_window")
@@ -245,9 +285,17 @@ def judge(mutant: Mutant, check: Check, others: frozenset[str] = frozenset()) ->
     return Outcome(mutant, mine, targets, None)
 
 
-def batch_is_clean(check: Check, files: frozenset[str]) -> bool:
-    """Every error of a batched check lies in a file one of its mutants edited."""
-    return not check.timed_out and all(_file_of(d) in files for d in check.diagnostics if _is_error(d))
+def unclaimed_errors(check: Check, batch: dict[str, list[Mutant]]) -> set[str | None]:
+    """Files (None: no file) with an error outside every window of the batch's mutants."""
+    windows = {f: [m.lines() for m in ms] for f, ms in batch.items()}
+    out: set[str | None] = set()
+    for d in check.diagnostics:
+        if not _is_error(d):
+            continue
+        f = _file_of(d)
+        if f not in windows or not any(a <= d["primary"]["line"] <= b for a, b in windows[f]):
+            out.add(f)
+    return out
 
 
 @dataclasses.dataclass
@@ -303,15 +351,15 @@ def mutate_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, cargo_
         plans = [FilePlan(crate.key, f, originals[f], seed=seed, per_operator=per_operator, operators=operators,
                           context_lines=context_lines) for f in files]
 
-        def check_with(mutants: list[Mutant]) -> Check:
-            for m in mutants:
-                (copy / m.file).write_text(m.text, encoding="utf-8")
+        def check_with(texts: dict[str, str]) -> Check:
+            for f, text in texts.items():
+                (copy / f).write_text(text, encoding="utf-8")
             try:
                 result.checks += 1
                 return cargo_check(copy, toolchain, env, normaliser, time_limit_s)
             finally:
-                for m in mutants:
-                    (copy / m.file).write_text(originals[m.file], encoding="utf-8")
+                for f in texts:
+                    (copy / f).write_text(originals[f], encoding="utf-8")
 
         def settle(outcome: Outcome, plan: FilePlan) -> None:
             result.tried += 1
@@ -324,20 +372,22 @@ def mutate_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, cargo_
 
         by_file = {p.file: p for p in plans}
         while True:
-            batch = [m for m in (p.next(batch=True) for p in plans) if m is not None]
+            batch = {p.file: ms for p in plans if (ms := p.round())}
             if not batch:
                 break
-            check = check_with(batch)
-            edited = frozenset(m.file for m in batch)
-            if len(batch) == 1 or batch_is_clean(check, edited):
-                for m in batch:
-                    settle(judge(m, check, edited - {m.file}), by_file[m.file])
-            else:
-                for m in batch:
-                    settle(judge(m, check_with([m])), by_file[m.file])
+            check = check_with({f: by_file[f].composite(ms) for f, ms in batch.items()})
+            unclaimed = unclaimed_errors(check, batch) if not check.timed_out else {None}
+            for f, ms in batch.items():
+                if None in unclaimed or f in unclaimed or any(u not in batch for u in unclaimed):
+                    alone = len(batch) == 1 and len(ms) == 1
+                    for m in ms:
+                        settle(judge(m, check if alone else check_with({f: m.text})), by_file[f])
+                else:
+                    for m in ms:
+                        settle(judge(m, check, alone=False), by_file[f])
         for plan in plans:
             while (m := plan.next(batch=False)) is not None:
-                settle(judge(m, check_with([m])), plan)
+                settle(judge(m, check_with({m.file: m.text})), plan)
         result.too_long = sum(p.too_long for p in plans)
         result.records.sort(key=lambda r: r["crate"]["file"])  # stable: try order within a file
         return result

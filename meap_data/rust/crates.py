@@ -210,13 +210,15 @@ def _step(run, normaliser: Normaliser) -> dict[str, Any]:
     return {"status": "passed"}
 
 
-def _tests(copy: Path, toolchain: Toolchain, env: dict[str, str], normaliser: Normaliser,
-           time_limit_s: float) -> dict[str, Any]:
+def build_tests(copy: Path, toolchain: Toolchain, env: dict[str, str], normaliser: Normaliser,
+                time_limit_s: float) -> tuple[dict[str, Any], list[tuple[str, str]]]:
+    """``cargo test --no-run`` in ``copy``: the step's outcome and the test binaries as
+    (suite name ``KIND:NAME:SRC``, executable path), sorted."""
     built = run_compiler([toolchain.cargo, "test", "--offline", "--no-run", "--message-format=json"], copy, env,
                          time_limit_s)
     step = _step(built, normaliser)
     if step["status"] != "passed":
-        return {**step, "suites": []}
+        return step, []
     binaries = []
     for line in diag.decode(built.stdout)[0].splitlines():
         if not line.startswith("{"):
@@ -227,17 +229,29 @@ def _tests(copy: Path, toolchain: Toolchain, env: dict[str, str], normaliser: No
             target = message["target"]
             src = normaliser.text(target["src_path"])
             binaries.append((f"{'/'.join(target['kind'])}:{target['name']}:{src}", message["executable"]))
-    suites = []
-    for name, binary in sorted(set(binaries)):
-        ran = run_compiler([binary, "--test-threads=1"], copy, {**env, "CARGO_MANIFEST_DIR": str(copy)},
-                           time_limit_s)
-        if ran.timed_out:
-            suites.append({"suite": name, "status": "timed_out", "passed": 0, "failed": 0, "ignored": 0, "cases": []})
-            continue
-        result = parse_libtest(diag.decode(ran.stdout)[0], normaliser)
-        if ran.exit_code != 0 and result["status"] != "failed":
-            result["status"] = "crashed"  # killed by a signal or aborted before libtest's summary
-        suites.append({"suite": name, **result})
+    return step, sorted(set(binaries))
+
+
+def run_suite(name: str, binary: str, copy: Path, env: dict[str, str], normaliser: Normaliser,
+              time_limit_s: float) -> dict[str, Any]:
+    """Run one test binary (one thread, in the crate's folder, as cargo does): libtest's
+    counts and cases, status ``passed``/``failed``/``no_tests``, ``timed_out``, or
+    ``crashed`` (killed by a signal or aborted before libtest's summary)."""
+    ran = run_compiler([binary, "--test-threads=1"], copy, {**env, "CARGO_MANIFEST_DIR": str(copy)}, time_limit_s)
+    if ran.timed_out:
+        return {"suite": name, "status": "timed_out", "passed": 0, "failed": 0, "ignored": 0, "cases": []}
+    result = parse_libtest(diag.decode(ran.stdout)[0], normaliser)
+    if ran.exit_code != 0 and result["status"] != "failed":
+        result["status"] = "crashed"
+    return {"suite": name, **result}
+
+
+def _tests(copy: Path, toolchain: Toolchain, env: dict[str, str], normaliser: Normaliser,
+           time_limit_s: float) -> dict[str, Any]:
+    step, binaries = build_tests(copy, toolchain, env, normaliser, time_limit_s)
+    if step["status"] != "passed":
+        return {**step, "suites": []}
+    suites = [run_suite(name, binary, copy, env, normaliser, time_limit_s) for name, binary in binaries]
     passed = sum(s["passed"] for s in suites)
     status = ("failed" if any(s["status"] in ("failed", "crashed", "timed_out") for s in suites)
               else "passed" if passed else "no_tests")
