@@ -22,7 +22,10 @@ boundaries kept), so padding falls from most of a sample to its tail.
 
 The split: every record has a *primary code* (:func:`primary_code`); a code is held out
 for evaluation when named in ``eval_codes`` or when its hash falls under
-``eval_fraction`` (:func:`is_eval_code`), so no code lands in both datasets. Records
+``eval_fraction`` (:func:`is_eval_code`), so no code lands in both datasets. With
+``--split-by crate`` a record cut from a crate (``crate`` field) is held out by the same
+hash of its crate's name instead, so no crate lands in both (records without a crate
+still follow their code); a repair benchmark then asks for fixes in code it never saw. Records
 rejected before their code is known (bad JSON, schema errors, time-outs, no diagnostics)
 are counted in the train dataset only, so the two manifests' ``documents_read`` add up
 to the number of input records.
@@ -53,6 +56,7 @@ from .base import DataKind, DatasetTarget
 
 TASKS = ("repair", "diagnose", "transcript")
 SPLITS = ("train", "eval")
+SPLIT_BY = ("code", "crate")
 #: Share of primary codes held out by hash when no ``--eval-codes`` are named.
 EVAL_FRACTION = 0.1
 #: Records tokenized per encoder call (the tokenizer threads within a batch).
@@ -66,7 +70,9 @@ class RustOptions:
     ``eval_codes``: primary codes held out by name; ``eval_fraction``: share held out by
     hash (None: 0.1 without ``eval_codes``, 0 with them). ``split``: the half of the
     split a dataset holds (set per target). ``sft_pack``: several fine-tuning examples per
-    sample, end to end with document boundaries (default: one per sample)."""
+    sample, end to end with document boundaries (default: one per sample). ``split_by``:
+    ``code``, or ``crate`` (records cut from a crate follow their crate, the others their
+    code; crate names may be listed in ``eval_codes`` too)."""
 
     task: str = "repair"
     sft_layout: str = "rows"
@@ -74,6 +80,7 @@ class RustOptions:
     eval_fraction: float | None = None
     split: str = "train"
     sft_pack: bool = False
+    split_by: str = "code"
 
     def __post_init__(self):
         # Canonical order and spelling, so "--eval-codes E0382,E0308" and
@@ -112,6 +119,13 @@ class SplitRecords:
         self.options = options
         self.max_bytes = max_bytes
         self.codes: dict[str, int] = {}
+        self.crates: dict[str, int] = {}
+
+    def reset(self) -> None:
+        self.codes, self.crates = {}, {}
+
+    def extras(self) -> dict[str, dict[str, int]]:
+        return {"codes": dict(sorted(self.codes.items())), "crates": dict(sorted(self.crates.items()))}
 
     def __call__(self, unit: WorkUnit) -> Iterator[tuple[str, dict[str, Any]] | Rejected]:
         opts = self.options
@@ -122,9 +136,15 @@ class SplitRecords:
                         yield rejected
                     continue
                 code = primary_code(record)
-                held_out = is_eval_code(code, opts.eval_codes, opts.eval_fraction)
+                crate = (record.get("crate") or {}).get("name")
+                if opts.split_by == "crate" and crate:
+                    held_out = is_eval_code(f"crate:{crate}", (), opts.eval_fraction) or crate in opts.eval_codes
+                else:
+                    held_out = is_eval_code(code, opts.eval_codes, opts.eval_fraction)
                 if ("eval" if held_out else "train") == opts.split:
                     self.codes[code] = self.codes.get(code, 0) + 1
+                    if crate:
+                        self.crates[crate] = self.crates.get(crate, 0) + 1
                     yield record["key"], record
 
     def documents(self, unit: WorkUnit) -> Iterator[Document | Rejected]:
@@ -144,9 +164,9 @@ class TranscriptProcessor(PackedDocumentsProcessor):
         super().__init__(config, tokenizer, output_dir, total_units, self.records.documents)
 
     def process(self, unit: WorkUnit) -> UnitResult:
-        self.records.codes = {}
+        self.records.reset()
         result = super().process(unit)
-        result.extras = {"codes": dict(sorted(self.records.codes.items()))}
+        result.extras = self.records.extras()
         return result
 
 
@@ -161,7 +181,7 @@ class SftProcessor(UnitProcessor):
 
     def process(self, unit: WorkUnit) -> UnitResult:
         started = time.perf_counter()
-        self.records.codes = {}
+        self.records.reset()
         self.packer = CopyPacker(self.config.seq_len, self.config.options.sft_pack)
         result = UnitResult(unit.index)
         dead = DeadLetters(self.output_dir, unit.index)
@@ -190,7 +210,7 @@ class SftProcessor(UnitProcessor):
             dead.abort()
             raise
         dead.close(result)
-        result.extras = {"codes": dict(sorted(self.records.codes.items()))}
+        result.extras = self.records.extras()
         self.log_done(result, dead.records, started, what=f"{self.config.options.split} records")
         return result
 
@@ -302,6 +322,8 @@ class RustKind(DataKind):
             raise MeapDataError(f"--sft-layout must be rows or concat, got {opts.sft_layout!r}")
         if not 0.0 <= opts.eval_fraction <= 1.0:
             raise MeapDataError(f"--eval-fraction must be in [0, 1], got {opts.eval_fraction}")
+        if opts.split_by not in SPLIT_BY:
+            raise MeapDataError(f"--split-by must be one of {', '.join(SPLIT_BY)}, got {opts.split_by!r}")
         if opts.split not in SPLITS:
             raise MeapDataError(f"split must be train or eval, got {opts.split!r}")
 
@@ -321,15 +343,19 @@ class RustKind(DataKind):
         group.add_argument("--eval-fraction", type=float, default=None, metavar="F",
                            help="share of primary codes held out by a hash of the code (default: 0.1 without "
                            "--eval-codes, 0 with them; both together hold out the union)")
+        group.add_argument("--split-by", choices=SPLIT_BY, default="code",
+                           help="hold out by primary code, or by crate: records cut from a crate (rust mutate "
+                           "--crates) go where their crate goes, so no crate is in both datasets; the others still "
+                           "split by code; --eval-codes may then name crates too (default: code)")
         group.add_argument("--sft-pack", action="store_true",
                            help="pack several fine-tuning examples into each sample (document boundaries kept, "
                            "prompts unsupervised) instead of padding every example to --seq-len")
-        return ["task", "sft_layout", "eval_codes", "eval_fraction", "sft_pack"]
+        return ["task", "sft_layout", "eval_codes", "eval_fraction", "sft_pack", "split_by"]
 
     def options_from_args(self, args: argparse.Namespace) -> RustOptions:
         return RustOptions(task=args.task, sft_layout=args.sft_layout,
                            eval_codes=tuple(c for c in args.eval_codes.split(",") if c.strip()),
-                           eval_fraction=args.eval_fraction, sft_pack=args.sft_pack)
+                           eval_fraction=args.eval_fraction, sft_pack=args.sft_pack, split_by=args.split_by)
 
     def training_documents(self, files, config):
         """Transcript texts of every usable record (both splits: the vocabulary sees eval
@@ -356,13 +382,15 @@ class RustKind(DataKind):
     def manifest_extras(self, config, results):
         # Which primary codes this split holds (records per code), so anyone can check
         # that train and eval share none without reading the shards.
-        codes: dict[str, int] = {}
+        out: dict[str, dict[str, int]] = {"codes": {}, "crates": {}}
         for r in results:
-            for code, n in r.get("extras", {}).get("codes", {}).items():
-                codes[code] = codes.get(code, 0) + n
-        return {"codes": dict(sorted(codes.items()))}
+            for field, counts in out.items():
+                for name, n in r.get("extras", {}).get(field, {}).items():
+                    counts[name] = counts.get(name, 0) + n
+        return {field: dict(sorted(counts.items())) for field, counts in out.items()}
 
     def describe(self, manifest):
         codes = list(manifest.get("codes", {}))
         shown = ", ".join(codes[:12]) + (", ..." if len(codes) > 12 else "")
-        return f"{len(codes)} primary codes ({shown})"
+        crates = manifest.get("crates") or {}
+        return f"{len(codes)} primary codes ({shown})" + (f", {len(crates)} crates" if crates else "")

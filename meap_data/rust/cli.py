@@ -13,7 +13,7 @@ import sys
 from pathlib import Path
 
 from meap_data.errors import MeapDataError
-from meap_data.rust import crate_mutate, crates, diagnostics, error_index, harvest, mutate, mutations, snippets
+from meap_data.rust import crate_mutate, crates, diagnostics, test_mutate, error_index, harvest, mutate, mutations, snippets
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
@@ -89,18 +89,27 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="comma list of operators (default: all: " + ",".join(mutations.BY_NAME) + ")")
     mu.add_argument("--edition", choices=harvest.EDITIONS, default="2021",
                     help=".rs inputs' edition (snippets carry their own; default: 2021)")
-    mu.add_argument("--crates", default=None, metavar="CRATES.jsonl",
-                    help="mutate real crates instead: the records of 'meap-data rust crates' say which build; each "
-                         "mutant is checked with cargo check in a copy of its crate, and the example is the whole "
-                         "file or the largest enclosing item within --context-lines")
+    mu.add_argument("--crates", default=None, metavar="CRATES.jsonl|DIR",
+                    help="mutate real crates instead: the records of 'meap-data rust crates' (the crates that build; "
+                         "with --tests, those whose tests pass), or a directory of crate sources (all its crates; "
+                         "one that fails cargo check is skipped); each mutant is checked with cargo check in a copy "
+                         "of its crate, and the example is the whole file or the largest enclosing item within "
+                         "--context-lines")
     mu.add_argument("--crates-dir", default=crates.DEBIAN_REGISTRY, metavar="DIR",
-                    help=f"with --crates: the crate sources (default: {crates.DEBIAN_REGISTRY})")
+                    help=f"with --crates CRATES.jsonl: the crate sources (default: {crates.DEBIAN_REGISTRY})")
     mu.add_argument("--crate-names", default=None, metavar="NAMES", help="with --crates: comma list of crate names")
     mu.add_argument("--context-lines", type=int, default=crate_mutate.DEFAULT_CONTEXT_LINES, metavar="N",
                     help="with --crates: the longest window an example shows, in lines "
                          f"(default: {crate_mutate.DEFAULT_CONTEXT_LINES})")
     mu.add_argument("--work-dir", default=None, metavar="DIR",
                     help="with --crates: where crate copies and target dirs go (default: $TMPDIR)")
+    mu.add_argument("--tests", action="store_true",
+                    help="with --crates: test-failure examples instead: semantic mutations (off-by-one, swapped "
+                         "comparison, wrong operator, dropped negation, wrong index, early return) of crates whose "
+                         "tests all pass, kept when they compile and fail a test; the failing tests are the "
+                         "diagnostic")
+    mu.add_argument("--max-mutants", type=int, default=test_mutate.DEFAULT_MAX_MUTANTS, metavar="N",
+                    help=f"with --crates --tests: mutants tried per crate (default: {test_mutate.DEFAULT_MAX_MUTANTS})")
     _bulk_options(mu, "the first N programs (crates with --crates)", "programs (crates with --crates)", None)
     mu.set_defaults(func=cmd_mutate)
 
@@ -137,6 +146,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     ev.add_argument("--temperature", type=float, default=0.8, help="sampling temperature, 0 greedy (default: 0.8)")
     ev.add_argument("--seed", type=int, default=0, help="sampling seed (default: 0)")
     ev.add_argument("--device", default="cpu", help="torch device for generation (default: cpu)")
+    ev.add_argument("--crates-dir", default=crates.DEBIAN_REGISTRY, metavar="DIR",
+                    help="crate sources to judge records of 'rust mutate --crates' in (default: "
+                         f"{crates.DEBIAN_REGISTRY})")
     _bulk_options(ev, "the first N records", "compiles", harvest.DEFAULT_TIME_LIMIT_S)
     ev.set_defaults(func=cmd_eval_repair)
 
@@ -264,8 +276,25 @@ def _mutate_crates(args: argparse.Namespace, operators: list[str] | None) -> int
 
     if args.inputs:
         raise MeapDataError("rust mutate --crates reads crates, not INPUT files; drop " + " ".join(args.inputs))
-    chosen = mutations.OPERATORS if operators is None else tuple(mutate._operator(o) for o in operators)
     names = None if args.crate_names is None else [c.strip() for c in args.crate_names.split(",") if c.strip()]
+    if args.tests:
+        if operators is not None:
+            raise MeapDataError("--operators names compile-error operators; --tests uses the semantic ones: "
+                                + ", ".join(test_mutate.OPERATORS))
+        summary = test_mutate.mutate_tests(
+            args.crates, args.output, find_toolchain(), crates_dir=args.crates_dir, seed=args.seed,
+            per_operator=args.per_operator or test_mutate.DEFAULT_PER_OPERATOR, max_mutants=args.max_mutants,
+            context_lines=args.context_lines, jobs=args.jobs, limit=args.limit, only=names,
+            time_limit_s=args.time_limit or crate_mutate.CHECK_TIME_LIMIT_S, work_dir=args.work_dir,
+            progress=_sink(args))
+        print(f"{summary.line()}; written to {args.output}")
+        print("  by operator: " + ", ".join(f"{k} {v}" for k, v in summary.by_operator.items()))
+        print("  failures: " + ", ".join(f"{k} {v}" for k, v in summary.by_failure.items()))
+        print("  not kept: " + ", ".join(f"{k} {v}" for k, v in summary.dropped.items()))
+        if summary.skipped:
+            print("  crates skipped: " + ", ".join(f"{k} ({v})" for k, v in summary.skipped.items()))
+        return 0
+    chosen = mutations.OPERATORS if operators is None else tuple(mutate._operator(o) for o in operators)
     summary = crate_mutate.mutate_crates(
         args.crates, args.output, find_toolchain(), crates_dir=args.crates_dir, seed=args.seed,
         per_operator=args.per_operator or crate_mutate.DEFAULT_PER_OPERATOR, operators=chosen,
@@ -298,7 +327,7 @@ def cmd_eval_repair(args: argparse.Namespace) -> int:
     report = eval_repair.eval_repair(
         args.model, args.data, args.output, samples=args.samples, max_new_tokens=args.max_new_tokens,
         temperature=args.temperature, limit=args.limit, records=args.records, jobs=args.jobs, seed=args.seed,
-        time_limit_s=args.time_limit, device=args.device, progress=_sink(args))
+        time_limit_s=args.time_limit, device=args.device, crates_dir=args.crates_dir, progress=_sink(args))
     print(eval_repair.format_report(report))
     print(f"{report['generations']} generations ({report['compiles_recorded']} compile) in {report['seconds']} s; "
           f"written to {args.output}")

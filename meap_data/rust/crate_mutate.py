@@ -517,7 +517,14 @@ def read_crate_records(path: str | os.PathLike) -> list[dict[str, Any]]:
 def select_crates(records_path: str | os.PathLike, crates_dir: str | os.PathLike, *, tests_passed: bool = False,
                   only: list[str] | None = None) -> list[CrateSource]:
     """The crates of ``crates_dir`` whose survey record says they build (and, with
-    ``tests_passed``, pass every suite), in name and version order."""
+    ``tests_passed``, pass every suite), in name and version order. ``records_path``
+    may be a directory of crate sources instead: all its crates (each is checked
+    before it is mutated anyway)."""
+    if Path(records_path).is_dir():
+        crates = discover(records_path, only)
+        if not crates:
+            raise MeapDataError(f"{records_path}: no crate folders (NAME-VERSION/Cargo.toml) found")
+        return crates
     wanted = {}
     for r in read_crate_records(records_path):
         if r["build"]["status"] != "passed" or r["build"].get("without_dev_dependencies") and tests_passed:
@@ -549,7 +556,7 @@ def mutate_crates(records_path: str | os.PathLike, output: str | os.PathLike, to
     if toolchain.cargo is None:
         raise MeapDataError("cargo not found on PATH; mutate --crates checks mutants with cargo (install it with rustup)")
     start = time.monotonic()
-    root = Path(crates_dir).resolve()
+    root = Path(records_path if Path(records_path).is_dir() else crates_dir).resolve()
     crates = select_crates(records_path, root, only=only)[:limit]
     if work_dir:
         Path(work_dir).mkdir(parents=True, exist_ok=True)

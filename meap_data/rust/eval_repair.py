@@ -33,6 +33,8 @@ from meap_data.errors import MeapDataError
 from meap_data.inputs import FileRange, expand_inputs
 from meap_data.manifest import DatasetManifest
 from meap_data.progress import Progress
+from meap_data.rust.crate_judge import CrateBench
+from meap_data.rust.crates import DEBIAN_REGISTRY
 from meap_data.rust.harvest import Toolchain, compile_source, find_toolchain
 from meap_data.rust.mutate import INFERENCE_CODES, OWNERSHIP_CODES
 from meap_data.rust.records import SCHEMA_VERSION, iter_records, primary_code, write_records
@@ -124,9 +126,10 @@ def load_tasks(data: str, records: list[str] | None, limit: int | None) -> tuple
     if missing:
         raise MeapDataError(f"{len(missing)} records of {data!r} (e.g. {missing[0]!r}) are not in "
                             f"{', '.join(sources)}; pass the transcript files it was prepared from with --records")
-    tasks = [Task(k, ids, found[k]) for k, ids in prompts.items() if found[k].get("tool") == "rustc"]
+    tasks = [Task(k, ids, found[k]) for k, ids in prompts.items()
+             if found[k].get("tool") == "rustc" or found[k].get("crate")]
     if not tasks:
-        raise MeapDataError(f"{data!r} holds no single-file (rustc) repair records to judge")
+        raise MeapDataError(f"{data!r} holds no single-file (rustc) or crate repair records to judge")
     return manifest, tasks[:limit]
 
 
@@ -144,9 +147,13 @@ class Judged:
 
 
 def judge(task: Task, source: str, toolchain: Toolchain, time_limit_s: float, key: str,
-          extra: dict[str, Any]) -> Judged:
+          extra: dict[str, Any], bench: CrateBench | None = None) -> Judged:
     """Compile (and test) one candidate like its record; return the outcome and its transcript."""
     rec = task.record
+    if rec.get("crate"):
+        if bench is None:
+            raise MeapDataError(f"record {task.key!r} comes from a crate: judging it needs the crate directory")
+        return judge_in_crate(task, source, bench, toolchain, time_limit_s, key, extra)
     emit = "obj" if "--emit=obj" in rec.get("argv", []) else "metadata"
     env = dict(rec.get("env") or {})
     compiled = compile_source(source, toolchain, edition=rec["edition"], time_limit_s=time_limit_s, extra_env=env,
@@ -170,6 +177,34 @@ def judge(task: Task, source: str, toolchain: Toolchain, time_limit_s: float, ke
         "fix_compiles": rec.get("fix_compiles"),
     }
     out.update(fields)
+    if tests is not None:
+        out["tests"] = tests
+    out["generation"] = {"record": task.key, "compiles": compiles, "code_gone": code_gone, "passed": passed,
+                         "primary_code": task.code, **extra}
+    return Judged(compiles, code_gone, passed, out)
+
+
+def judge_in_crate(task: Task, source: str, bench: CrateBench, toolchain: Toolchain, time_limit_s: float,
+                   key: str, extra: dict[str, Any]) -> Judged:
+    """A crate record's candidate: cargo check in the crate, and its suites when the
+    record is a test failure (it passes only when they all pass)."""
+    rec = task.record
+    check, tests = bench.judge(rec, source)
+    compiles = check.exit_code == 0 and not check.timed_out
+    codes = list(dict.fromkeys(d["code"] for d in check.diagnostics if d.get("code")))
+    code_gone = task.code not in codes
+    passed = compiles and ("tests" not in rec or (tests is not None and tests["status"] == "passed"))
+    first = rec["crate"]["fixed_lines"][0]
+    out: dict[str, Any] = {
+        "schema_version": SCHEMA_VERSION, "key": key, "origin": "generation", "tool": "cargo", "source": source,
+        "source_path": rec["source_path"], "edition": rec["edition"], "toolchain": toolchain.version, "env": {},
+        "time_limit_s": time_limit_s, "fixed_source": rec.get("fixed_source"), "fix_edition": rec["edition"],
+        "fix_compiles": rec.get("fix_compiles"), "argv": list(rec["argv"]), "argv_json": list(rec.get("argv_json", [])),
+        "exit_code": check.exit_code, "timed_out": check.timed_out, "diagnostics": check.diagnostics,
+        "rendered": "".join(d.get("rendered") or "" for d in check.diagnostics), "problems": [],
+        "produced_codes": codes,
+        "crate": {**rec["crate"], "lines": [first, first + max(source.count("\n"), 1) - 1]},
+    }
     if tests is not None:
         out["tests"] = tests
     out["generation"] = {"record": task.key, "compiles": compiles, "code_gone": code_gone, "passed": passed,
@@ -221,14 +256,16 @@ def _metrics(rows: list[dict], k: int) -> dict[str, float]:
 def eval_repair(model: str, data: str, output: str, *, samples: int = 4, max_new_tokens: int = 512,
                 temperature: float = 0.8, limit: int | None = None, records: list[str] | None = None,
                 jobs: int = 2, seed: int = 0, time_limit_s: float = 60.0, device: str = "cpu",
-                toolchain: Toolchain | None = None, progress="stderr") -> dict:
-    """Generate, compile, judge and report; writes OUTPUT/report.json and generations.jsonl."""
+                toolchain: Toolchain | None = None, crates_dir: str = DEBIAN_REGISTRY, progress="stderr") -> dict:
+    """Generate, compile, judge and report; writes OUTPUT/report.json and generations.jsonl.
+    Records cut from crates are judged in a copy of their crate from ``crates_dir``."""
     if samples < 1:
         raise MeapDataError(f"--samples must be at least 1, got {samples}")
     if temperature <= 0 and samples > 1:
         raise MeapDataError("--temperature 0 is greedy decoding: every sample would be the same; use --samples 1")
     toolchain = toolchain or find_toolchain()
     manifest, tasks = load_tasks(data, records, limit)
+    bench = CrateBench(crates_dir, toolchain, time_limit_s) if any(t.record.get("crate") for t in tasks) else None
     started = time.monotonic()
     answers = generate(model, tasks, samples=samples, max_new_tokens=max_new_tokens, temperature=temperature,
                        seed=seed, device=device, progress=progress)
@@ -239,18 +276,22 @@ def eval_repair(model: str, data: str, output: str, *, samples: int = 4, max_new
         task, i, source = item
         judged = judge(task, source, toolchain, time_limit_s, f"{task.key}-g{i}",
                        {"index": i, "model": os.path.basename(os.path.normpath(model)), "temperature": temperature,
-                        "seed": seed})
+                        "seed": seed}, bench)
         bar.update(1)
         return judged
 
     def identity(task: Task):
-        judged = judge(task, task.record["source"], toolchain, time_limit_s, f"{task.key}-identity", {})
+        judged = judge(task, task.record["source"], toolchain, time_limit_s, f"{task.key}-identity", {}, bench)
         bar.update(1)
         return judged
 
-    with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
-        judged = list(pool.map(one, jobs_list))
-        baseline = list(pool.map(identity, tasks))
+    try:
+        with concurrent.futures.ThreadPoolExecutor(max_workers=max(1, jobs)) as pool:
+            judged = list(pool.map(one, jobs_list))
+            baseline = list(pool.map(identity, tasks))
+    finally:
+        if bench is not None:
+            bench.close()
     bar.close()
     os.makedirs(output, exist_ok=True)
     write_records(os.path.join(output, GENERATIONS), [j.record for j in judged])

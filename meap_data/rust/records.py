@@ -26,6 +26,8 @@ from meap_data.readers import MAX_RECORD_BYTES, json_lines
 SCHEMA_VERSION = 1
 #: The primary code of a record whose diagnostics carry no code at all (parse errors).
 NO_CODE = "none"
+#: The primary code of a record that compiles and fails its tests.
+TEST_FAILURE = "test_failure"
 SCHEMA_PATH = Path(__file__).resolve().parent.parent / "schemas" / "rust_transcript.schema.json"
 
 _KEY_UNSAFE = re.compile(r"[^A-Za-z0-9_-]+")
@@ -132,9 +134,16 @@ def read_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, 
                 yield number, None, f"{p}:{number}: {reason}"
 
 
+def failing_tests(record: dict[str, Any]) -> bool:
+    """The record compiles cleanly and fails tests: a test-failure example."""
+    tests = record.get("tests") or {}
+    return not record.get("diagnostics") and tests.get("status") == "failed" and tests.get("failed", 0) > 0
+
+
 def primary_code(record: dict[str, Any]) -> str:
     """The code a record is about: its first error's code, else the example's expected
-    code, else its first code of any level (a lint name), else :data:`NO_CODE`."""
+    code, else its first code of any level (a lint name), else :data:`TEST_FAILURE` for a
+    record that compiles and fails tests, else :data:`NO_CODE`."""
     diagnostics = record.get("diagnostics") or []
     for d in diagnostics:
         if str(d.get("level", "")).startswith("error") and d.get("code"):
@@ -144,7 +153,7 @@ def primary_code(record: dict[str, Any]) -> str:
     for d in diagnostics:
         if d.get("code"):
             return d["code"]
-    return NO_CODE
+    return TEST_FAILURE if failing_tests(record) else NO_CODE
 
 
 def iter_records(frange: FileRange, max_bytes: int = MAX_RECORD_BYTES) -> Iterator[tuple[dict[str, Any] | None, Rejected | None]]:
@@ -175,7 +184,7 @@ def iter_records(frange: FileRange, max_bytes: int = MAX_RECORD_BYTES) -> Iterat
             key = record["key"]
             if record["timed_out"]:
                 yield None, Rejected(key, "timed_out", f"{where}: the compiler ran past {record.get('time_limit_s', '?')} s")
-            elif not record["diagnostics"]:
+            elif not record["diagnostics"] and not failing_tests(record):
                 yield None, Rejected(key, "no_diagnostics", f"{where}: the compiler printed no diagnostics")
             else:
                 yield record, None

@@ -13,6 +13,7 @@ from __future__ import annotations
 from typing import Any, Mapping
 
 from meap_data.errors import MeapDataError
+from meap_data.rust.records import failing_tests
 
 
 # ---------------------------------------------------------------------- helpers
@@ -42,8 +43,15 @@ def _command(record: Mapping[str, Any]) -> str:
 
 
 def _source_block(record: Mapping[str, Any]) -> str:
-    return (f"### Rust source: {display_path(record)} (edition {record['edition']})\n```rust\n"
-            f"{_fenced(str(record['source']))}```\n")
+    crate = record.get("crate")
+    if crate:  # a window of a crate's file: say which lines, so the compiler's line numbers fit
+        first, last = crate["lines"]
+        where = (f"{display_path(record)}" + (f", lines {first}-{last}" if (first, last) != (1, crate["file_lines"])
+                                              else "") + f" (crate {crate['name']} {crate['version']}, "
+                 f"edition {record['edition']})")
+    else:
+        where = f"{display_path(record)} (edition {record['edition']})"
+    return f"### Rust source: {where}\n```rust\n{_fenced(str(record['source']))}```\n"
 
 
 # -------------------------------------------------------------------- renderings
@@ -54,6 +62,10 @@ FIX_HEADING = "### Fixed source\n```rust\n"
 
 
 TESTS_HEADING = "### Test output: {command}\n"
+#: Suites with more cases list only their failures.
+MAX_LISTED_TESTS = 20
+#: Failures whose panic text is shown (the rest are named in the list).
+MAX_FAILURES_SHOWN = 4
 _STATUS_LINE = {"compile_error": "error: the tests did not compile\n",
                 "timed_out": "^C  (the tests were still running at the time limit)\n"}
 
@@ -68,10 +80,17 @@ def tests_report(record: Mapping[str, Any]) -> str:
         return _STATUS_LINE[tests["status"]]
     lines = [f"running {len(tests['cases'])} tests"]
     outcome = {"passed": "ok", "failed": "FAILED", "ignored": "ignored"}
-    lines += [f"test {c['name']} ... {outcome[c['outcome']]}" for c in tests["cases"]]
-    for c in tests["cases"]:
-        if c["outcome"] == "failed":
-            lines += ["", f"---- {c['name']} stdout ----", (c["message"] or "").rstrip("\n")]
+    listed = tests["cases"]
+    if len(listed) > MAX_LISTED_TESTS:  # a big suite: the failures are what a fix needs
+        listed = [c for c in listed if c["outcome"] == "failed"]
+    lines += [f"test {c['name']} ... {outcome[c['outcome']]}" for c in listed]
+    if len(listed) < len(tests["cases"]):
+        lines.append(f"({len(tests['cases']) - len(listed)} tests that passed or were ignored not listed)")
+    failed = [c for c in tests["cases"] if c["outcome"] == "failed"]
+    for c in failed[:MAX_FAILURES_SHOWN]:
+        lines += ["", f"---- {c['name']} stdout ----", (c["message"] or "").rstrip("\n")]
+    if len(failed) > MAX_FAILURES_SHOWN:
+        lines += ["", f"({len(failed) - MAX_FAILURES_SHOWN} more failures not shown)"]
     verdict = "FAILED" if tests["failed"] else "ok"
     lines += ["", f"test result: {verdict}. {tests['passed']} passed; {tests['failed']} failed; "
                   f"{tests['ignored']} ignored"]
@@ -96,8 +115,11 @@ def repair(record: Mapping[str, Any]) -> tuple[str, str]:
     """(prompt, response) for the repair task: the source and the compiler output, then
     the fixed source. Loss goes on the response only."""
     _require(record, fix=True)
-    prompt = (_source_block(record) + OUTPUT_HEADING.format(command=_command(record))
-              + _fenced(str(record["rendered"])) + FIX_HEADING)
+    if failing_tests(record):  # it compiles: the failing tests are the diagnostic
+        prompt = _source_block(record) + _tests_section(record, TESTS_HEADING) + FIX_HEADING
+    else:
+        prompt = (_source_block(record) + OUTPUT_HEADING.format(command=_command(record))
+                  + _fenced(str(record["rendered"])) + FIX_HEADING)
     return prompt, _fenced(str(record["fixed_source"])) + "```\n"
 
 

@@ -36,17 +36,21 @@ from typing import Any, Callable, Iterator
 from meap_data.errors import MeapDataError
 from meap_data.keys import hash64
 from meap_data.progress import Progress
-from meap_data.rust.crate_mutate import CHECK_TIME_LIMIT_S, DEFAULT_CONTEXT_LINES, cargo_check, compiled_files, select_crates
+from meap_data.rust.crate_mutate import (
+    CHECK_TIME_LIMIT_S, DEFAULT_CONTEXT_LINES, cargo_check, compiled_files, select_crates,
+)
 from meap_data.rust.crates import DEBIAN_REGISTRY, CrateSource, build_tests, run_suite, write_cargo_home
 from meap_data.rust.items import context_window, item_blocks
 from meap_data.rust.lexer import line_of, tokenize
 from meap_data.rust.records import SCHEMA_VERSION, make_key, write_records
-from meap_data.rust.semantic import ENV_VAR, OPERATORS, SemanticSite, helper_source, map_location, schema_text, sites_in_bodies
+from meap_data.rust.semantic import (
+    ENV_VAR, OPERATORS, SemanticSite, helper_source, map_location, schema_text, sites_in_bodies,
+)
 from meap_data.rust.tests_run import TEST_ENV
 from meap_data.rust.toolchain import Normaliser, Toolchain, compiler_env
 
 DEFAULT_MAX_MUTANTS = 60
-DEFAULT_PER_OPERATOR = 3
+DEFAULT_PER_OPERATOR = 5
 #: A mutant's suite may run this many times its unmutated time (at least MIN_RUN_S).
 SLOWDOWN = 10.0
 MIN_RUN_S = 2.0
@@ -338,7 +342,7 @@ def mutate_tests(records_path: str, output: str, toolchain: Toolchain, *, crates
     if toolchain.cargo is None:
         raise MeapDataError("cargo not found on PATH; mutate --crates --tests builds and runs tests with cargo")
     start = time.monotonic()
-    root = Path(crates_dir).resolve()
+    root = Path(records_path if Path(records_path).is_dir() else crates_dir).resolve()
     crates = select_crates(records_path, root, tests_passed=True, only=only)[:limit]
     if work_dir:
         Path(work_dir).mkdir(parents=True, exist_ok=True)
