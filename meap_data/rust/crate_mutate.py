@@ -37,6 +37,7 @@ import hashlib
 import json
 import os
 import random
+import re
 import shutil
 import tempfile
 import threading
@@ -62,6 +63,7 @@ CHECK_TIME_LIMIT_S = 120.0
 #: Operators whose mutants can break code in other files: never batched.
 ALONE = frozenset({"remove_use", "mutate_through_shared_ref", "return_local_reference"})
 CHECK_ARGV = ["cargo", "check", "--offline"]
+_E_CODE = re.compile(r"^E\d{4}$")
 
 
 @dataclasses.dataclass(frozen=True)
@@ -285,6 +287,29 @@ def judge(mutant: Mutant, check: Check, alone: bool = True) -> Outcome:
     return Outcome(mutant, mine, targets, None)
 
 
+#: rustc lists a trait's implementations in an order that depends on what else the
+#: compilation touched: such a diagnostic from a batch is not what the mutant alone gets.
+_LISTS_IMPLS = "implement trait"
+
+
+def order_sensitive(mutant: Mutant, check: Check, baseline: set[tuple[str | None, str | None, str]]) -> bool:
+    """Whether ``mutant``'s diagnostics in a batched check may differ from its own check:
+    rustc lists trait implementations in an order that depends on what else it compiled,
+    and says a lint is on by default only at the lint's first warning in the crate, which
+    another mutant's warning may have taken."""
+    first, last = mutant.lines()
+    seen_foreign: set[str] = set()
+    for d in check.diagnostics:
+        mine = _file_of(d) == mutant.file and first <= d["primary"]["line"] <= last
+        code = d.get("code")
+        if mine:
+            if _LISTS_IMPLS in (d.get("rendered") or "") or (code and code in seen_foreign):
+                return True
+        elif code and not _E_CODE.match(code) and (_file_of(d), code, d["message"]) not in baseline:
+            seen_foreign.add(code)
+    return False
+
+
 def unclaimed_errors(check: Check, batch: dict[str, list[Mutant]]) -> set[str | None]:
     """Files (None: no file) with an error outside every window of the batch's mutants."""
     windows = {f: [m.lines() for m in ms] for f, ms in batch.items()}
@@ -345,6 +370,7 @@ def mutate_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, cargo_
         if base.timed_out or base.exit_code != 0:
             result.error = "the unmodified crate does not pass cargo check"
             return result
+        baseline = {(_file_of(d), d.get("code"), d["message"]) for d in base.diagnostics}
         files = compiled_files(target, copy, since)
         result.files = len(files)
         originals = {f: (copy / f).read_text(encoding="utf-8", errors="replace") for f in files}
@@ -384,7 +410,10 @@ def mutate_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, cargo_
                         settle(judge(m, check if alone else check_with({f: m.text})), by_file[f])
                 else:
                     for m in ms:
-                        settle(judge(m, check, alone=False), by_file[f])
+                        outcome = judge(m, check, alone=False)
+                        if outcome.reason is None and order_sensitive(m, check, baseline):
+                            outcome = judge(m, check_with({f: m.text}))
+                        settle(outcome, by_file[f])
         for plan in plans:
             while (m := plan.next(batch=False)) is not None:
                 settle(judge(m, check_with({m.file: m.text})), plan)
