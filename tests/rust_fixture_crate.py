@@ -60,7 +60,7 @@ mod tests {
 }
 """
 
-STATS = """use std::collections::HashMap;
+STATS = """use std::collections::{BTreeMap, HashMap};
 
 /// The arithmetic mean, None for an empty slice.
 pub fn mean(xs: &[f64]) -> Option<f64> {
@@ -101,7 +101,7 @@ pub fn clamp_all(xs: &mut Vec<i64>, lo: i64, hi: i64) {
 
 /// The most frequent value (the smallest on ties).
 pub fn mode(xs: &[i64]) -> Option<i64> {
-    let mut counts: HashMap<i64, usize> = HashMap::new();
+    let mut counts: BTreeMap<i64, usize> = BTreeMap::new();
     for x in xs {
         *counts.entry(*x).or_insert(0) += 1;
     }
@@ -116,6 +116,15 @@ pub fn mode(xs: &[i64]) -> Option<i64> {
         }
     }
     best.map(|(v, _)| v)
+}
+
+/// How often each value occurs.
+pub fn histogram(xs: &[i64]) -> HashMap<i64, usize> {
+    let mut counts = HashMap::new();
+    for x in xs {
+        *counts.entry(*x).or_insert(0) += 1;
+    }
+    counts
 }
 
 /// Differences between neighbours.

@@ -88,11 +88,17 @@ def test_a_schema_keeps_line_numbers_and_locations_map_back():
     line = schema.split("\n")[site.line - 1]
     mutant_line = site.apply(LIB).split("\n")[site.line - 1]
     after, inside = "] > xs[i]", "i + 1 }"
-    assert semantic.map_location(site, 7, site.line, line.index(after) + 1) == (site.line, mutant_line.index(after) + 1)
-    assert semantic.map_location(site, 7, site.line, line.index(inside) + 1) == (site.line, mutant_line.index("i + 1") + 1)
-    before = line.index("xs[") + 1
-    assert semantic.map_location(site, 7, site.line, before) == (site.line, before)
-    assert semantic.map_location(site, 7, site.line + 3, 9) == (site.line + 3, 9)
+    live = (7, site)
+    for col_of, want in ((line.index(after) + 1, mutant_line.index(after) + 1),
+                         (line.index(inside) + 1, mutant_line.index("i + 1") + 1),
+                         (line.index("xs[") + 1, line.index("xs[") + 1)):
+        assert semantic.map_location(live, live, site.line, col_of) == (site.line, want)
+    # The same line holding another, inactive site: columns map to the original text.
+    assert semantic.map_location((9, site), (7, site), site.line, line.index(after) + 1)[1] == \
+        mutant_line.index(after) + 1
+    other = semantic.schema_text(LIB, [(3, site)]).split("\n")[site.line - 1]
+    assert semantic.plain_column(site, 3, other.index(after) + 1, live=False) == LIB.split("\n")[site.line - 1].index(after) + 1
+    assert semantic.map_location(live, None, site.line + 3, 9) == (site.line + 3, 9)
 
 
 def test_splice_puts_a_window_back_into_its_file():

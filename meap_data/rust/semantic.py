@@ -376,24 +376,36 @@ def helper_source(no_std: bool) -> str:
             f"}}\n")
 
 
-def map_location(site: SemanticSite, mutant_id: int, line: int, column: int) -> tuple[int, int]:
-    """A (line, column) of the schema file, seen in the plain mutant of ``site`` (the
-    only site on its line). Columns are 1-based characters."""
-    site_line = site.line
+def plain_column(site: SemanticSite, mutant_id: int, column: int, live: bool) -> int:
+    """A 1-based column on ``site``'s line of the schema, seen in the plain file where
+    ``site`` is the live mutant (``live``) or absent. Columns inside the switch's own
+    text map to the site's start."""
+    start, schema = site.column, site.schema(mutant_id)
+    if column < start:
+        return column
+    if column >= start + len(schema):  # after the site: the schema's extra length goes
+        kept = 0 if site.operator == "early_return" else len(site.replacement if live else site.original)
+        return column - len(schema) + kept
     if site.operator == "early_return":
-        return (line + 1, column) if line > site_line else (line, column)
-    if line != site_line:
-        return line, column
-    # Columns on the site's line: the schema is PREFIX + "(if S { " + NEW + " } else { " + OLD + " })" + SUFFIX.
+        return start
     lead = len(f"(if crate::{HELPER}({mutant_id}) {{ ")
-    schema_len = len(site.schema(mutant_id))
-    start_col = site.column
-    if column < start_col:
+    at = lead if live else len(schema) - len(" })") - len(site.original)
+    text = site.replacement if live else site.original
+    return column - at if at <= column - start < at + len(text) else start
+
+
+def map_location(live: tuple[int, SemanticSite], site_on_line: tuple[int, SemanticSite] | None, line: int,
+                 column: int) -> tuple[int, int]:
+    """A (line, column) of a schema file, seen in the plain mutant of ``live`` (id, site).
+    ``site_on_line``: the schema's site on that line of that file, if any (at most one
+    per line); the live mutant's own line when it is the one. An early return's new line
+    moves the lines below it down by one."""
+    live_id, live_site = live
+    if site_on_line is not None:
+        other_id, other = site_on_line
+        column = plain_column(other, other_id, column, other is live_site)
+    if live_site.operator == "early_return" and site_on_line is not None and site_on_line[1] is live_site:
         return line, column
-    if column < start_col + lead:
-        return line, start_col
-    if column < start_col + lead + len(site.replacement):
-        return line, column - lead
-    if column < start_col + schema_len:
-        return line, start_col + len(site.replacement)
-    return line, column - schema_len + len(site.replacement)
+    if live_site.operator == "early_return" and line > live_site.line:
+        return line + 1, column
+    return line, column

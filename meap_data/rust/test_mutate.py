@@ -10,13 +10,15 @@ the sites whose schema does not compile (their line has an error), then
 library's unit tests first), one test thread, stopping at the first failing suite, each
 under ``10 x`` its unmutated time (at least 2 s).
 
-A mutant is kept when a suite fails with at least one failed test (a timeout, a crash
-without libtest's summary, or all tests passing drop it, counted by reason). Its record
+A mutant is kept when a suite fails with at least one failed test and a second run of
+that suite fails the same tests with the same messages (a timeout, a crash without
+libtest's summary, all tests passing, or a *flaky* failure drop it, counted by reason). Its record
 has the plain mutant's window as ``source`` (whole file or enclosing item, as for
 compile-error mutants), the original's window as ``fixed_source`` and the failing suite's
 outcome as ``tests`` (test names, assertion messages and panics, their ``file:line:col``
 mapped from the schema to the plain mutant). Byte-identical across runs and ``--jobs``
-as long as the crate's tests are deterministic.
+as long as the crate's tests are deterministic: a test whose message depends on hash
+order (``HashMap``'s random seed) can pass the flaky check in one run and not the next.
 """
 
 from __future__ import annotations
@@ -184,6 +186,7 @@ def mutate_tests_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, 
             result.error = "no suite passes with the schema and no mutant live"
             result.drop("no_passing_suite", len(live))
             return result
+        by_line = {(q.file, q.site.line): q for q in live}
         for p in live:
             outcome = None
             ran = []
@@ -200,9 +203,12 @@ def mutate_tests_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, 
                 result.drop("timed_out")
             elif not outcome["failed"]:
                 result.drop("crashed")
+            elif _failures(run_suite(outcome["suite"], dict(binaries)[outcome["suite"]], copy,
+                                     {**env, ENV_VAR: str(p.id)}, normaliser, limit)) != _failures(outcome):
+                result.drop("flaky")  # a second run failed differently: hash order, time, threads...
             else:
                 result.records.append(_record(crate, p, originals[p.file], outcome, ran, seed, context_lines,
-                                              toolchain, time_limit_s))
+                                              toolchain, time_limit_s, by_line))
         return result
     finally:
         shutil.rmtree(copy, ignore_errors=True)
@@ -242,17 +248,25 @@ def _compile_schema(copy: Path, root: str, root_text: str, originals: dict[str, 
     return []
 
 
-def _map_message(text: str, p: Planned) -> str:
+def _failures(suite: dict[str, Any]) -> list[tuple[str, str | None]]:
+    return [(c["name"], c["message"]) for c in suite["cases"] if c["outcome"] == "failed"]
+
+
+def _map_message(text: str, p: Planned, by_line: dict[tuple[str, int], Planned]) -> str:
+    """Panic locations (``file:line:col``) of the schema as the plain mutant has them."""
     def repl(m: re.Match) -> str:
-        if m["file"] != p.file:
+        line, col = int(m["line"]), int(m["col"])
+        on = by_line.get((m["file"], line))
+        if on is None and m["file"] != p.file:
             return m[0]
-        line, col = map_location(p.site, p.id, int(m["line"]), int(m["col"]))
+        line, col = map_location((p.id, p.site), (on.id, on.site) if on else None, line, col)
         return f"{m['file']}:{line}:{col}"
     return _LOCATION.sub(repl, text)
 
 
 def _record(crate: CrateSource, p: Planned, original: str, outcome: dict[str, Any], suites: list[str], seed: int,
-            context_lines: int, toolchain: Toolchain, time_limit_s: float) -> dict[str, Any]:
+            context_lines: int, toolchain: Toolchain, time_limit_s: float,
+            by_line: dict[tuple[str, int], Planned]) -> dict[str, Any]:
     site = p.site
     mutant = site.apply(original)
     toks = tokenize(original)
@@ -263,7 +277,7 @@ def _record(crate: CrateSource, p: Planned, original: str, outcome: dict[str, An
         window = (lo, original.find("\n", site.end) + 1 or len(original))
     lo, hi = window
     delta = len(mutant) - len(original)
-    cases = [{**c, "message": _map_message(c["message"], p) if c.get("message") else c.get("message")}
+    cases = [{**c, "message": _map_message(c["message"], p, by_line) if c.get("message") else c.get("message")}
              for c in outcome["cases"]]
     argv = suite_argv(outcome["suite"])
     return {
