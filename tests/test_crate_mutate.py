@@ -250,3 +250,34 @@ def test_a_debian_crate_gives_compile_error_and_test_failure_examples(tmp_path):
     tsummary = test_mutate.mutate_tests(crate_mutate.DEBIAN_REGISTRY, tests_out, toolchain, only=["strsim"],
                                         progress=None)
     assert tsummary.kept > 5
+
+
+# ------------------------------------------------------------ prepare, split by crate
+
+
+@needs_cargo
+def test_prepare_splits_by_crate_over_every_source(compile_mutants, test_mutants, rust_docs_toolchain, tmp_path):
+    """Error-index records (no crate, split by code) and both kinds of crate records in
+    one repair run: each crate lands in one split only; test failures render as repairs."""
+    from meap_data.cli import main
+    from meap_data.manifest import read_manifest
+    from meap_data.rust import error_index
+
+    inputs = tmp_path / "in"
+    inputs.mkdir()
+    error_index.build_corpus(inputs / "a-error-index.jsonl", limit=12, jobs=2, toolchain=rust_docs_toolchain)
+    shutil.copy(compile_mutants[0], inputs / "b-crate-mutants.jsonl")
+    shutil.copy(test_mutants[0], inputs / "c-test-mutants.jsonl")
+    out = tmp_path / "ds"
+    rc = main(["-q", "prepare", "--kind", "rust", "--input", str(inputs / "*.jsonl"), "--output", str(out),
+               "--task", "repair", "--split-by", "crate", "--eval-codes", "delta", "--eval-fraction", "0",
+               "--seq-len", "4096"])
+    assert rc == 0
+    train, evals = read_manifest(str(out / "train")), read_manifest(str(out / "eval"))
+    assert set(evals["crates"]) == {"delta"} and "gamma" in train["crates"]
+    assert not set(train["crates"]) & set(evals["crates"])
+    assert train["codes"].get(TEST_FAILURE, 0) > 0  # gamma's test failures went to train with gamma
+    assert train["config"]["split_by"] == "crate"
+    read = train["counts"]["documents_read"] + evals["counts"]["documents_read"]
+    total = sum(len(_records(p)) for p in inputs.glob("*.jsonl"))
+    assert read == total
