@@ -11,8 +11,9 @@ function body on its own, reporting errors in every body (an unresolved name in 
 does not hide a moved value in another). So each check carries one mutant per file of
 the crate, each inside a function body, and a diagnostic belongs to the mutant of the
 file its primary span is in. Operators whose effect can reach other files (a removed
-``use`` that submodules glob-import, a changed signature) and edits in functions that
-return ``impl Trait`` (callers see the body's type) are checked alone. A batch with an
+``use`` in a module with submodules, which may glob-import it; a return type changed) and edits in functions that
+return ``impl Trait`` (callers see the body's type) are checked alone, one kept per file
+and operator. A batch with an
 error no mutant owns (another file, no span) is checked again one mutant at a time.
 
 Context. A record shows the whole file when it has at most ``context_lines`` lines,
@@ -61,7 +62,10 @@ DEFAULT_PER_OPERATOR = 2
 DEFAULT_CONTEXT_LINES = 120
 CHECK_TIME_LIMIT_S = 120.0
 #: Operators whose mutants can break code in other files: never batched.
-ALONE = frozenset({"remove_use", "mutate_through_shared_ref", "return_local_reference"})
+ALONE = frozenset({"remove_use", "return_local_reference"})
+#: Operators that edit a signature, not a body, but whose errors stay in the item (a
+#: ``&mut`` parameter made ``&``: callers still coerce), so they may share a check.
+SIGNATURE_LOCAL = frozenset({"mutate_through_shared_ref"})
 CHECK_ARGV = ["cargo", "check", "--offline"]
 _E_CODE = re.compile(r"^E\d{4}$")
 
@@ -90,8 +94,8 @@ class FilePlan:
     """The mutants of one file, handed out in seeded order under the per-operator caps."""
 
     def __init__(self, crate_key: str, file: str, text: str, *, seed: int, per_operator: int,
-                 operators: tuple[Operator, ...], context_lines: int):
-        self.file, self.text, self.per_operator = file, text, per_operator
+                 operators: tuple[Operator, ...], context_lines: int, leaf: bool = False):
+        self.file, self.text, self.per_operator, self.leaf = file, text, per_operator, leaf
         self.context_lines = context_lines
         try:
             toks = tokenize(text)
@@ -112,8 +116,8 @@ class FilePlan:
         self.cache: dict[tuple[str, int], Mutant | None] = {}
 
     def _open(self, op: Operator) -> bool:
-        # Operators checked alone cost a cargo check per try: half the quota.
-        cap = (self.per_operator + 1) // 2 if op.name in ALONE else self.per_operator
+        # Operators checked alone cost a cargo check per try: one kept per file.
+        cap = 1 if op.name in ALONE else self.per_operator
         return self.kept[op.name] < cap and self.tried[op.name] < TRIES_PER_KEPT * cap
 
     def _candidates(self, op: Operator, batch: bool) -> Iterator[tuple[int, Mutant]]:
@@ -196,8 +200,14 @@ class FilePlan:
             return None
         self.seen.add(text)
         delta = len(text) - len(self.text)
-        batch = (op.name not in ALONE and fn is not None and lo > fn.body
-                 and "impl" not in self.text[fn.start:fn.body].split("->", 1)[-1])
+        if op.name not in ALONE | SIGNATURE_LOCAL and op.name != "remove_use" and (fn is None or lo <= fn.body):
+            return None  # a type in a signature or an item outside functions: not what these operators model
+        if op.name == "remove_use":
+            # A private use in a module without submodules: nothing outside the file sees it.
+            batch = self.leaf and not self.text[lo:hi].lstrip().startswith("pub")
+        else:
+            batch = (op.name not in ALONE and fn is not None and (lo > fn.body or op.name in SIGNATURE_LOCAL)
+                     and "impl" not in self.text[fn.start:fn.body].split("->", 1)[-1])
         return Mutant(self.file, op, index, site, text, window, (window[0], window[1] + delta), batch)
 
     def done(self, mutant: Mutant, kept: bool) -> None:
@@ -331,8 +341,18 @@ class CrateResult:
     tried: int = 0
     too_long: int = 0
     dropped: dict[str, int] = dataclasses.field(default_factory=dict)
+    checks_by: dict[str, int] = dataclasses.field(default_factory=dict)
     records: list = dataclasses.field(default_factory=list)
     error: str | None = None
+
+
+def is_leaf_module(crate: Path, rel: str) -> bool:
+    """``rel`` is a module file with no submodules (not a crate root or ``mod.rs``, no
+    folder of its own): what it imports privately, no other file can see."""
+    path = Path(rel)
+    if path.name in ("lib.rs", "main.rs", "mod.rs", "build.rs") or path.parts[:2] == ("src", "bin"):
+        return False
+    return not (crate / path.with_suffix("")).is_dir()
 
 
 def compiled_files(target: Path, copy: Path, since: float) -> list[str]:
@@ -375,9 +395,10 @@ def mutate_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, cargo_
         result.files = len(files)
         originals = {f: (copy / f).read_text(encoding="utf-8", errors="replace") for f in files}
         plans = [FilePlan(crate.key, f, originals[f], seed=seed, per_operator=per_operator, operators=operators,
-                          context_lines=context_lines) for f in files]
+                          context_lines=context_lines, leaf=is_leaf_module(copy, f)) for f in files]
 
-        def check_with(texts: dict[str, str]) -> Check:
+        def check_with(texts: dict[str, str], why: str = "batch") -> Check:
+            result.checks_by[why] = result.checks_by.get(why, 0) + 1
             for f, text in texts.items():
                 (copy / f).write_text(text, encoding="utf-8")
             try:
@@ -407,16 +428,16 @@ def mutate_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, cargo_
                 if None in unclaimed or f in unclaimed or any(u not in batch for u in unclaimed):
                     alone = len(batch) == 1 and len(ms) == 1
                     for m in ms:
-                        settle(judge(m, check if alone else check_with({f: m.text})), by_file[f])
+                        settle(judge(m, check if alone else check_with({f: m.text}, "unclaimed")), by_file[f])
                 else:
                     for m in ms:
                         outcome = judge(m, check, alone=False)
                         if outcome.reason is None and order_sensitive(m, check, baseline):
-                            outcome = judge(m, check_with({f: m.text}))
+                            outcome = judge(m, check_with({f: m.text}, "order"))
                         settle(outcome, by_file[f])
         for plan in plans:
             while (m := plan.next(batch=False)) is not None:
-                settle(judge(m, check_with({m.file: m.text})), plan)
+                settle(judge(m, check_with({m.file: m.text}, "alone_op")), plan)
         result.too_long = sum(p.too_long for p in plans)
         result.records.sort(key=lambda r: r["crate"]["file"])  # stable: try order within a file
         return result
