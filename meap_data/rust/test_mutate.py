@@ -8,7 +8,8 @@ the sites whose schema does not compile (their line has an error), then
 ``cargo test --no-run`` builds the test binaries. Each mutant is then run like
 ``cargo test`` would run it, with ``MEAP_MUTANT=ID``: the suites in cargo's order (the
 library's unit tests first), one test thread, stopping at the first failing suite, each
-under ``10 x`` its unmutated time (at least 2 s).
+under ``5 x`` its unmutated time (at least 1 s); suites slower than 5 s unmutated are left
+out (a looping mutant would hold a worker 25 s per try).
 
 A mutant is kept when a suite fails with at least one failed test and a second run of
 that suite fails the same tests with the same messages (a timeout, a crash without
@@ -54,8 +55,11 @@ from meap_data.rust.toolchain import Normaliser, Toolchain, compiler_env
 DEFAULT_MAX_MUTANTS = 60
 DEFAULT_PER_OPERATOR = 5
 #: A mutant's suite may run this many times its unmutated time (at least MIN_RUN_S).
-SLOWDOWN = 10.0
-MIN_RUN_S = 2.0
+SLOWDOWN = 5.0
+MIN_RUN_S = 1.0
+#: Suites slower than this unmutated (seconds) are not run: a mutant that loops would
+#: hold a worker for SLOWDOWN times as long, and a few such crates would dominate a run.
+MAX_SUITE_S = 5.0
 SCHEMA_ROUNDS = 6
 _LOCATION = re.compile(r"(?P<file>[A-Za-z0-9_./-]+\.rs):(?P<line>\d+):(?P<col>\d+)")
 
@@ -180,10 +184,12 @@ def mutate_tests_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, 
             started = time.perf_counter()
             suite = run_suite(name, binary, copy, {**env, ENV_VAR: "0"}, normaliser, time_limit_s)
             seconds = time.perf_counter() - started
-            if suite["status"] in ("passed", "no_tests") and suite["passed"]:
+            if suite["status"] in ("passed", "no_tests") and suite["passed"] and seconds <= MAX_SUITE_S:
                 baseline.append((name, binary, min(time_limit_s, max(MIN_RUN_S, SLOWDOWN * seconds))))
+            elif seconds > MAX_SUITE_S:
+                result.drop("slow_suites_not_run")
         if not baseline:
-            result.error = "no suite passes with the schema and no mutant live"
+            result.error = "no suite passes in under 5 s with the schema and no mutant live"
             result.drop("no_passing_suite", len(live))
             return result
         by_line = {(q.file, q.site.line): q for q in live}
