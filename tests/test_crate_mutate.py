@@ -281,3 +281,22 @@ def test_prepare_splits_by_crate_over_every_source(compile_mutants, test_mutants
     read = train["counts"]["documents_read"] + evals["counts"]["documents_read"]
     total = sum(len(_records(p)) for p in inputs.glob("*.jsonl"))
     assert read == total
+
+
+@needs_cargo
+def test_the_cli_mutates_crates_and_says_what_it_kept(vendor, tmp_path, capsys):
+    from meap_data.cli import main
+
+    out = tmp_path / "m.jsonl"
+    assert main(["-q", "rust", "mutate", "--crates", str(vendor), "--crate-names", "delta", "--per-operator", "1",
+                 "--context-lines", "25", "--output", str(out)]) == 0
+    printed = capsys.readouterr().out
+    assert "mutate --crates: 1 crates (0 skipped)" in printed and "first error codes: E" in printed
+    assert len(_records(out)) > 0
+    for argv, message in (
+        (["x.rs", "--crates", str(vendor)], "reads crates, not INPUT files"),
+        (["--crates", str(vendor), "--tests", "--operators", "remove_clone"], "--tests uses the semantic ones"),
+        (["--crates", str(vendor), "--crate-names", "nope"], "no crate named nope"),
+    ):
+        assert main(["rust", "mutate", *argv, "--output", str(out)]) == 2
+        assert message in capsys.readouterr().err
