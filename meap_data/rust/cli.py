@@ -105,8 +105,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                     help="with --crates: where crate copies and target dirs go (default: $TMPDIR)")
     mu.add_argument("--tests", action="store_true",
                     help="with --crates: test-failure examples instead: semantic mutations (off-by-one, swapped "
-                         "comparison, wrong operator, dropped negation, wrong index, early return) of crates whose "
-                         "tests all pass, kept when they compile and fail a test; the failing tests are the "
+                         "comparison, wrong operator, dropped negation, wrong index, early return) of crates with a "
+                         "passing test suite, kept when they compile and fail a test; the failing tests are the "
                          "diagnostic")
     mu.add_argument("--max-mutants", type=int, default=test_mutate.DEFAULT_MAX_MUTANTS, metavar="N",
                     help=f"with --crates --tests: mutants tried per crate (default: {test_mutate.DEFAULT_MAX_MUTANTS})")

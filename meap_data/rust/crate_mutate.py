@@ -55,7 +55,7 @@ from meap_data.rust.items import Block, context_window, innermost, item_blocks
 from meap_data.rust.lexer import line_of, tokenize
 from meap_data.rust.mutate import INFERENCE_CODES, OWNERSHIP_CODES, TRIES_PER_KEPT, apply_machine_fixes
 from meap_data.rust.mutations import OPERATORS, Operator, Site
-from meap_data.rust.records import SCHEMA_VERSION, make_key, write_records
+from meap_data.rust.records import SCHEMA_VERSION, make_key, write_records_keeping_partial
 from meap_data.rust.toolchain import Normaliser, Toolchain, compiler_env, run_compiler
 
 DEFAULT_PER_OPERATOR = 2
@@ -567,7 +567,7 @@ def read_crate_records(path: str | os.PathLike) -> list[dict[str, Any]]:
 def select_crates(records_path: str | os.PathLike, crates_dir: str | os.PathLike, *, tests_passed: bool = False,
                   only: list[str] | None = None) -> list[CrateSource]:
     """The crates of ``crates_dir`` whose survey record says they build (and, with
-    ``tests_passed``, pass every suite), in name and version order. ``records_path``
+    ``tests_passed``, have a suite that passes), in name and version order. ``records_path``
     may be a directory of crate sources instead: all its crates (each is checked
     before it is mutated anyway)."""
     if Path(records_path).is_dir():
@@ -577,9 +577,9 @@ def select_crates(records_path: str | os.PathLike, crates_dir: str | os.PathLike
         return crates
     wanted = {}
     for r in read_crate_records(records_path):
-        if r["build"]["status"] != "passed" or r["build"].get("without_dev_dependencies") and tests_passed:
+        if r["build"]["status"] != "passed":
             continue
-        if tests_passed and r["tests"]["status"] != "passed":
+        if tests_passed and not any(s["status"] == "passed" for s in r["tests"].get("suites", [])):
             continue
         wanted[r["source"]] = r
     crates = [c for c in discover(crates_dir, only) if c.key in wanted]
@@ -653,7 +653,7 @@ def mutate_crates(records_path: str | os.PathLike, output: str | os.PathLike, to
                 bar.update(1, f"{totals['kept']} mutants")
 
     try:
-        write_records(output, kept())
+        write_records_keeping_partial(output, kept())
     finally:
         bar.close(f"{totals['kept']} mutants kept")
         shutil.rmtree(scratch, ignore_errors=True)

@@ -103,6 +103,31 @@ def write_records(path: str | os.PathLike[str], records: Iterable[dict[str, Any]
     return count
 
 
+def write_records_keeping_partial(path: str | os.PathLike[str], records: Iterable[dict[str, Any]]) -> int:
+    """Like :func:`write_records`, for runs of hours: the lines go to ``PATH.partial``
+    as they come (flushed), renamed to ``PATH`` at the end. An interrupted run leaves
+    the records it finished in ``PATH.partial`` (a prefix of the full output, since
+    records come in a fixed order) and says so; ``PATH`` itself is never half-written."""
+    target = Path(path)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    partial = target.with_name(target.name + ".partial")
+    count = 0
+    try:
+        with open(partial, "w", encoding="utf-8", newline="\n") as f:
+            for record in records:
+                f.write(dumps_record(record))
+                count += 1
+                f.flush()
+        os.replace(partial, target)
+    except BaseException as exc:
+        if count:
+            raise MeapDataError(f"interrupted ({type(exc).__name__}): the {count} records written so far are in "
+                                f"{partial}") from exc
+        partial.unlink(missing_ok=True)
+        raise
+    return count
+
+
 def read_records(path: str | os.PathLike[str]) -> Iterator[tuple[int, dict[str, Any] | None, str | None]]:
     """Yield (line number, record, None) for valid lines and (line number, None, reason) otherwise.
 

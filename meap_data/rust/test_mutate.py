@@ -1,6 +1,7 @@
 """Test-failure repair examples from real crates: ``meap-data rust mutate --crates FILE --tests``.
 
-For each crate whose every test suite passed in ``meap-data rust crates``, the semantic
+For each crate with a test suite that passed in ``meap-data rust crates`` (suites that
+fail unmutated are not run), the semantic
 operators of :mod:`meap_data.rust.semantic` pick up to ``max_mutants`` sites in the
 library's files (seeded, spread over files and operators, at most one per line). All of
 them go into one *mutant schema* of the crate, built once; ``cargo check`` first drops
@@ -45,15 +46,15 @@ from meap_data.rust.crate_mutate import (
 from meap_data.rust.crates import DEBIAN_REGISTRY, CrateSource, build_tests, run_suite, write_cargo_home
 from meap_data.rust.items import context_window, item_blocks
 from meap_data.rust.lexer import line_of, tokenize
-from meap_data.rust.records import SCHEMA_VERSION, make_key, write_records
+from meap_data.rust.records import SCHEMA_VERSION, make_key, write_records_keeping_partial
 from meap_data.rust.semantic import (
     ENV_VAR, OPERATORS, SemanticSite, helper_source, map_location, schema_text, sites_in_bodies,
 )
 from meap_data.rust.tests_run import TEST_ENV
 from meap_data.rust.toolchain import Normaliser, Toolchain, compiler_env
 
-DEFAULT_MAX_MUTANTS = 60
-DEFAULT_PER_OPERATOR = 5
+DEFAULT_MAX_MUTANTS = 80
+DEFAULT_PER_OPERATOR = 8
 #: A mutant's suite may run this many times its unmutated time (at least MIN_RUN_S).
 SLOWDOWN = 5.0
 MIN_RUN_S = 1.0
@@ -402,7 +403,7 @@ def mutate_tests(records_path: str, output: str, toolchain: Toolchain, *, crates
                 bar.update(1, f"{totals['kept']} kept")
 
     try:
-        write_records(output, kept())
+        write_records_keeping_partial(output, kept())
     finally:
         bar.close(f"{totals['kept']} kept")
         shutil.rmtree(scratch, ignore_errors=True)
