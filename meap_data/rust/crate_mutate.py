@@ -32,7 +32,6 @@ across runs and ``--jobs``.
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import hashlib
 import json
@@ -40,8 +39,6 @@ import os
 import random
 import re
 import shutil
-import tempfile
-import threading
 import time
 from pathlib import Path
 from typing import Any, Callable, Iterator
@@ -50,13 +47,15 @@ from meap_data.errors import MeapDataError
 from meap_data.keys import hash64
 from meap_data.progress import Progress
 from meap_data.rust import diagnostics as diag
-from meap_data.rust.crates import DEBIAN_REGISTRY, CrateSource, discover, write_cargo_home
-from meap_data.rust.items import Block, context_window, innermost, item_blocks
+from meap_data.rust.crates import (  # noqa: F401  (write_cargo_home: re-exported for tests)
+    DEBIAN_REGISTRY, CrateSource, copy_crate, discover, map_crates, write_cargo_home,
+)
+from meap_data.rust.items import context_window, innermost, item_blocks
 from meap_data.rust.lexer import line_of, tokenize
 from meap_data.rust.mutate import INFERENCE_CODES, OWNERSHIP_CODES, TRIES_PER_KEPT, apply_machine_fixes
 from meap_data.rust.mutations import OPERATORS, Operator, Site
 from meap_data.rust.records import SCHEMA_VERSION, make_key, write_records_keeping_partial
-from meap_data.rust.toolchain import Normaliser, Toolchain, compiler_env, run_compiler
+from meap_data.rust.toolchain import Normaliser, Toolchain, run_compiler
 
 DEFAULT_PER_OPERATOR = 2
 DEFAULT_CONTEXT_LINES = 120
@@ -377,12 +376,8 @@ def mutate_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, cargo_
                  time_limit_s: float) -> CrateResult:
     """The kept compile-error mutants of one crate, in file and try order."""
     result = CrateResult(crate.key)
-    copy = scratch / crate.key
-    shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(crate.path, copy, ignore=shutil.ignore_patterns("target", "Cargo.lock"))
-    normaliser = Normaliser({str(copy): "$CRATE", str(target): "$TARGET", str(crate.path.parent): "$REGISTRY",
-                             toolchain.sysroot: "$SYSROOT"})
-    env = compiler_env({"CARGO_HOME": str(cargo_home), "CARGO_TARGET_DIR": str(target)}, scratch)
+    made = copy_crate(crate, scratch, target, toolchain, cargo_home)
+    copy, normaliser, env = made.path, made.normaliser, made.env
     try:
         since = time.time() - 1
         base = cargo_check(copy, toolchain, env, normaliser, time_limit_s)
@@ -608,11 +603,6 @@ def mutate_crates(records_path: str | os.PathLike, output: str | os.PathLike, to
     start = time.monotonic()
     root = Path(records_path if Path(records_path).is_dir() else crates_dir).resolve()
     crates = select_crates(records_path, root, only=only)[:limit]
-    if work_dir:
-        Path(work_dir).mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="meap-crate-mutate-", dir=work_dir))
-    home = write_cargo_home(scratch / "cargo-home", root)
-    local = threading.local()
     bar = Progress(len(crates), "mutate --crates", sink=progress)
     totals = {"files": 0, "checks": 0, "tried": 0, "kept": 0, "duplicates": 0, "too_long": 0, "fixable": 0,
               "skipped": 0}
@@ -622,41 +612,37 @@ def mutate_crates(records_path: str | os.PathLike, output: str | os.PathLike, to
     window_lines: list[int] = []
     digests: set[bytes] = set()
 
-    def one(crate: CrateSource) -> CrateResult:
-        if not hasattr(local, "target"):
-            local.target = Path(tempfile.mkdtemp(prefix="target-", dir=scratch))
-        return mutate_crate(crate, toolchain, scratch, home, local.target, seed=seed, per_operator=per_operator,
+    def one(crate: CrateSource, scratch: Path, home: Path, target: Path) -> CrateResult:
+        return mutate_crate(crate, toolchain, scratch, home, target, seed=seed, per_operator=per_operator,
                             operators=operators, context_lines=context_lines, time_limit_s=time_limit_s)
 
     def kept() -> Iterator[dict[str, Any]]:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            for result in pool.map(one, crates):
-                totals["skipped"] += result.error is not None
-                for k in ("files", "checks", "tried", "too_long"):
-                    totals[k] += getattr(result, k)
-                for reason, n in result.dropped.items():
-                    dropped[reason] = dropped.get(reason, 0) + n
-                for record in result.records:
-                    digest = hashlib.blake2b((record["crate"]["file"] + "\0" + record["source"]).encode("utf-8"),
-                                             digest_size=16).digest()
-                    if digest in digests:
-                        totals["duplicates"] += 1
-                        continue
-                    digests.add(digest)
-                    m = record["mutation"]
-                    totals["kept"] += 1
-                    totals["fixable"] += m["rustc_fix"]
-                    by_operator[m["operator"]] = by_operator.get(m["operator"], 0) + 1
-                    by_code[m["first_code"]] = by_code.get(m["first_code"], 0) + 1
-                    window_lines.append(record["crate"]["lines"][1] - record["crate"]["lines"][0] + 1)
-                    yield record
-                bar.update(1, f"{totals['kept']} mutants")
+        for result in map_crates(crates, root, one, jobs=jobs, work_dir=work_dir, prefix="meap-crate-mutate-"):
+            totals["skipped"] += result.error is not None
+            for k in ("files", "checks", "tried", "too_long"):
+                totals[k] += getattr(result, k)
+            for reason, n in result.dropped.items():
+                dropped[reason] = dropped.get(reason, 0) + n
+            for record in result.records:
+                digest = hashlib.blake2b((record["crate"]["file"] + "\0" + record["source"]).encode("utf-8"),
+                                         digest_size=16).digest()
+                if digest in digests:
+                    totals["duplicates"] += 1
+                    continue
+                digests.add(digest)
+                m = record["mutation"]
+                totals["kept"] += 1
+                totals["fixable"] += m["rustc_fix"]
+                by_operator[m["operator"]] = by_operator.get(m["operator"], 0) + 1
+                by_code[m["first_code"]] = by_code.get(m["first_code"], 0) + 1
+                window_lines.append(record["crate"]["lines"][1] - record["crate"]["lines"][0] + 1)
+                yield record
+            bar.update(1, f"{totals['kept']} mutants")
 
     try:
         write_records_keeping_partial(output, kept())
     finally:
         bar.close(f"{totals['kept']} mutants kept")
-        shutil.rmtree(scratch, ignore_errors=True)
     window_lines.sort()
     lines = ({"median": window_lines[len(window_lines) // 2], "max": window_lines[-1]} if window_lines else {})
     return CrateMutateSummary(len(crates), totals["skipped"], totals["files"], totals["checks"], totals["tried"],

@@ -33,7 +33,7 @@ import threading
 import time
 import tomllib
 from pathlib import Path
-from typing import Any, Callable, Iterable
+from typing import Any, Callable, Iterable, Iterator
 
 from meap_data.errors import MeapDataError
 from meap_data.progress import Progress
@@ -131,6 +131,54 @@ def write_cargo_home(home: Path, registry: Path) -> Path:
     return home
 
 
+@dataclasses.dataclass(frozen=True)
+class CrateCopy:
+    """A crate copied to scratch space (``path``), with the ``target`` dir it builds
+    into, the normaliser of its paths and the environment of its cargo runs."""
+
+    path: Path
+    target: Path
+    normaliser: Normaliser
+    env: dict[str, str]
+
+
+def copy_crate(crate: CrateSource, work: Path, target: Path, toolchain: Toolchain, cargo_home: Path,
+               extra_env: dict[str, str] | None = None) -> CrateCopy:
+    """Copy ``crate`` to ``work/NAME-VERSION`` (the registry is read-only and cargo writes
+    a ``Cargo.lock``); its paths normalise to ``$CRATE``, ``$TARGET``, ``$REGISTRY``."""
+    copy = work / crate.key
+    shutil.rmtree(copy, ignore_errors=True)
+    shutil.copytree(crate.path, copy, ignore=shutil.ignore_patterns("target", "Cargo.lock"))
+    normaliser = Normaliser({str(copy): "$CRATE", str(target): "$TARGET", str(crate.path.parent): "$REGISTRY",
+                             toolchain.sysroot: "$SYSROOT"})
+    env = compiler_env({**(extra_env or {}), "CARGO_HOME": str(cargo_home), "CARGO_TARGET_DIR": str(target)}, work)
+    return CrateCopy(copy, target, normaliser, env)
+
+
+def map_crates(crates: list[CrateSource], root: Path, one: Callable[[CrateSource, Path, Path, Path], Any], *,
+               jobs: int, work_dir: str | None, prefix: str) -> Iterator[Any]:
+    """``one(crate, scratch, cargo_home, target)`` for every crate, ``jobs`` at a time,
+    results in crate order. Scratch space is a fresh folder in ``work_dir`` (or
+    $TMPDIR), removed at the end; each worker thread keeps one target dir, so shared
+    dependencies build once per worker."""
+    if work_dir:
+        Path(work_dir).mkdir(parents=True, exist_ok=True)
+    scratch = Path(tempfile.mkdtemp(prefix=prefix, dir=work_dir))
+    home = write_cargo_home(scratch / "cargo-home", root)
+    local = threading.local()
+
+    def run(crate: CrateSource) -> Any:
+        if not hasattr(local, "target"):
+            local.target = Path(tempfile.mkdtemp(prefix="target-", dir=scratch))
+        return one(crate, scratch, home, local.target)
+
+    try:
+        with concurrent.futures.ThreadPoolExecutor(jobs) as pool:
+            yield from pool.map(run, crates)
+    finally:
+        shutil.rmtree(scratch, ignore_errors=True)
+
+
 def _error_tail(text: str, normaliser: Normaliser) -> list[str]:
     lines = [line for line in normaliser.text(text).splitlines() if line.strip()]
     errors = [line for line in lines if line.startswith("error")]
@@ -144,12 +192,8 @@ def check_crate(crate: CrateSource, toolchain: Toolchain, work: Path, cargo_home
     ``build`` (passed | failed | timed_out, with ``errors`` when not passed) and
     ``tests`` (the same for the test build, and ``suites``: per test binary, libtest's
     counts and cases)."""
-    copy = work / crate.key
-    shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(crate.path, copy, ignore=shutil.ignore_patterns("target", "Cargo.lock"))
-    normaliser = Normaliser({str(copy): "$CRATE", str(target): "$TARGET", str(crate.path.parent): "$REGISTRY",
-                             toolchain.sysroot: "$SYSROOT"})
-    env = compiler_env({**TEST_ENV, "CARGO_HOME": str(cargo_home), "CARGO_TARGET_DIR": str(target)}, work)
+    made = copy_crate(crate, work, target, toolchain, cargo_home, TEST_ENV)
+    copy, normaliser, env = made.path, made.normaliser, made.env
     record: dict[str, Any] = {
         "crate": crate.name, "version": crate.version, "package": crate.package, "license": crate.license,
         "edition": crate.edition, "source": crate.key, "rs_files": list(crate.rs_files), "toolchain": toolchain.version,
@@ -292,24 +336,16 @@ def survey(root: str | os.PathLike, output: str, toolchain: Toolchain, *, jobs: 
     if not crates:
         raise MeapDataError(f"{root}: no crate folders (NAME-VERSION/Cargo.toml) found")
     started = time.perf_counter()
-    if work_dir:
-        Path(work_dir).mkdir(parents=True, exist_ok=True)
-    # A fresh folder inside --work-dir (or $TMPDIR): only it is removed at the end.
-    scratch = Path(tempfile.mkdtemp(prefix="meap-crates-", dir=work_dir))
-    home = write_cargo_home(scratch / "cargo-home", root)
-    local = threading.local()  # each worker thread keeps one target dir: shared dependencies build once per worker
     bar = Progress(len(crates), "crates", sink=progress)
 
-    def check(crate: CrateSource) -> dict[str, Any]:
-        if not hasattr(local, "target"):
-            local.target = Path(tempfile.mkdtemp(prefix="target-", dir=scratch))
-        return check_crate(crate, toolchain, scratch, home, local.target, time_limit_s)
+    def check(crate: CrateSource, scratch: Path, home: Path, target: Path) -> dict[str, Any]:
+        return check_crate(crate, toolchain, scratch, home, target, time_limit_s)
 
     summary = CratesSummary(crates=len(crates))
     Path(output).parent.mkdir(parents=True, exist_ok=True)
     try:
-        with concurrent.futures.ThreadPoolExecutor(jobs) as pool, open(output, "w", encoding="utf-8") as f:
-            for record in pool.map(check, crates):  # crate order, whatever finishes first
+        with open(output, "w", encoding="utf-8") as f:
+            for record in map_crates(crates, root, check, jobs=jobs, work_dir=work_dir, prefix="meap-crates-"):
                 f.write(json.dumps(record, sort_keys=True, ensure_ascii=False) + "\n")
                 bar.update(1)
                 summary.built += record["build"]["status"] == "passed"
@@ -321,6 +357,5 @@ def survey(root: str | os.PathLike, output: str, toolchain: Toolchain, *, jobs: 
                 summary.tests += record["tests"].get("passed", 0)
     finally:
         bar.close()
-        shutil.rmtree(scratch, ignore_errors=True)
     summary.seconds = time.perf_counter() - started
     return summary

@@ -25,13 +25,10 @@ order (``HashMap``'s random seed) can pass the flaky check in one run and not th
 
 from __future__ import annotations
 
-import concurrent.futures
 import dataclasses
 import random
 import re
 import shutil
-import tempfile
-import threading
 import time
 import tomllib
 from pathlib import Path
@@ -43,7 +40,7 @@ from meap_data.progress import Progress
 from meap_data.rust.crate_mutate import (
     CHECK_TIME_LIMIT_S, DEFAULT_CONTEXT_LINES, cargo_check, compiled_files, select_crates,
 )
-from meap_data.rust.crates import DEBIAN_REGISTRY, CrateSource, build_tests, run_suite, write_cargo_home
+from meap_data.rust.crates import DEBIAN_REGISTRY, CrateSource, build_tests, copy_crate, map_crates, run_suite
 from meap_data.rust.items import context_window, item_blocks
 from meap_data.rust.lexer import line_of, tokenize
 from meap_data.rust.records import SCHEMA_VERSION, make_key, write_records_keeping_partial
@@ -51,7 +48,7 @@ from meap_data.rust.semantic import (
     ENV_VAR, OPERATORS, SemanticSite, helper_source, map_location, schema_text, sites_in_bodies,
 )
 from meap_data.rust.tests_run import TEST_ENV
-from meap_data.rust.toolchain import Normaliser, Toolchain, compiler_env
+from meap_data.rust.toolchain import Normaliser, Toolchain
 
 DEFAULT_MAX_MUTANTS = 80
 DEFAULT_PER_OPERATOR = 8
@@ -144,12 +141,8 @@ def mutate_tests_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, 
                        time_limit_s: float) -> TestCrateResult:
     """The kept test-failure mutants of one crate, in mutant id order."""
     result = TestCrateResult(crate.key)
-    copy = scratch / crate.key
-    shutil.rmtree(copy, ignore_errors=True)
-    shutil.copytree(crate.path, copy, ignore=shutil.ignore_patterns("target", "Cargo.lock"))
-    normaliser = Normaliser({str(copy): "$CRATE", str(target): "$TARGET", str(crate.path.parent): "$REGISTRY",
-                             toolchain.sysroot: "$SYSROOT"})
-    env = compiler_env({**TEST_ENV, "CARGO_HOME": str(cargo_home), "CARGO_TARGET_DIR": str(target)}, scratch)
+    made = copy_crate(crate, scratch, target, toolchain, cargo_home, TEST_ENV)
+    copy, normaliser, env = made.path, made.normaliser, made.env
     try:
         root = library_root(copy)
         if root is None:
@@ -365,11 +358,6 @@ def mutate_tests(records_path: str, output: str, toolchain: Toolchain, *, crates
     start = time.monotonic()
     root = Path(records_path if Path(records_path).is_dir() else crates_dir).resolve()
     crates = select_crates(records_path, root, tests_passed=True, only=only)[:limit]
-    if work_dir:
-        Path(work_dir).mkdir(parents=True, exist_ok=True)
-    scratch = Path(tempfile.mkdtemp(prefix="meap-test-mutate-", dir=work_dir))
-    home = write_cargo_home(scratch / "cargo-home", root)
-    local = threading.local()
     bar = Progress(len(crates), "mutate --tests", sink=progress)
     totals = {"planned": 0, "built": 0, "runs": 0, "kept": 0}
     skipped: dict[str, int] = {}
@@ -377,36 +365,32 @@ def mutate_tests(records_path: str, output: str, toolchain: Toolchain, *, crates
     by_operator: dict[str, int] = {}
     by_failure: dict[str, int] = {}
 
-    def one(crate: CrateSource) -> TestCrateResult:
-        if not hasattr(local, "target"):
-            local.target = Path(tempfile.mkdtemp(prefix="target-", dir=scratch))
-        return mutate_tests_crate(crate, toolchain, scratch, home, local.target, seed=seed, per_operator=per_operator,
+    def one(crate: CrateSource, scratch: Path, home: Path, target: Path) -> TestCrateResult:
+        return mutate_tests_crate(crate, toolchain, scratch, home, target, seed=seed, per_operator=per_operator,
                                   max_mutants=max_mutants, context_lines=context_lines, time_limit_s=time_limit_s)
 
     def kept() -> Iterator[dict[str, Any]]:
-        with concurrent.futures.ThreadPoolExecutor(max_workers=jobs) as pool:
-            for result in pool.map(one, crates):
-                if result.error:
-                    skipped[result.error] = skipped.get(result.error, 0) + 1
-                for k in ("planned", "built", "runs"):
-                    totals[k] += getattr(result, k)
-                for reason, n in result.dropped.items():
-                    dropped[reason] = dropped.get(reason, 0) + n
-                for record in result.records:
-                    totals["kept"] += 1
-                    op = record["mutation"]["operator"]
-                    by_operator[op] = by_operator.get(op, 0) + 1
-                    kinds = {c.get("failure", "panic") for c in record["tests"]["cases"] if c["outcome"] == "failed"}
-                    kind = "assertion" if kinds == {"assertion"} else "panic" if kinds == {"panic"} else "both"
-                    by_failure[kind] = by_failure.get(kind, 0) + 1
-                    yield record
-                bar.update(1, f"{totals['kept']} kept")
+        for result in map_crates(crates, root, one, jobs=jobs, work_dir=work_dir, prefix="meap-test-mutate-"):
+            if result.error:
+                skipped[result.error] = skipped.get(result.error, 0) + 1
+            for k in ("planned", "built", "runs"):
+                totals[k] += getattr(result, k)
+            for reason, n in result.dropped.items():
+                dropped[reason] = dropped.get(reason, 0) + n
+            for record in result.records:
+                totals["kept"] += 1
+                op = record["mutation"]["operator"]
+                by_operator[op] = by_operator.get(op, 0) + 1
+                kinds = {c.get("failure", "panic") for c in record["tests"]["cases"] if c["outcome"] == "failed"}
+                kind = "assertion" if kinds == {"assertion"} else "panic" if kinds == {"panic"} else "both"
+                by_failure[kind] = by_failure.get(kind, 0) + 1
+                yield record
+            bar.update(1, f"{totals['kept']} kept")
 
     try:
         write_records_keeping_partial(output, kept())
     finally:
         bar.close(f"{totals['kept']} kept")
-        shutil.rmtree(scratch, ignore_errors=True)
     return TestMutateSummary(len(crates), dict(sorted(skipped.items())), totals["planned"], totals["built"],
                              totals["runs"], totals["kept"], dict(sorted(dropped.items())),
                              dict(sorted(by_operator.items())), dict(sorted(by_failure.items())),
