@@ -139,13 +139,13 @@ class FilePlan:
         next(q for o, q in self.queues if o is op).pop(pos)
         self.tried[op.name] += 1
 
-    def next(self, batch: bool) -> Mutant | None:
-        """The next untried mutant that may go in a batch (``batch``) or must go alone."""
+    def next_alone(self) -> Mutant | None:
+        """The next untried mutant that must be checked alone (after the batches)."""
         for turn in range(len(self.queues)):
             op = self.queues[(self.cursor + turn) % len(self.queues)][0]
             if not self._open(op):
                 continue
-            for pos, mutant in self._candidates(op, batch):
+            for pos, mutant in self._candidates(op, False):
                 self._take(op, pos)
                 self.cursor = (self.cursor + turn + 1) % len(self.queues)
                 return mutant
@@ -431,7 +431,7 @@ def mutate_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, cargo_
                             outcome = judge(m, check_with({f: m.text}, "order"))
                         settle(outcome, by_file[f])
         for plan in plans:
-            while (m := plan.next(batch=False)) is not None:
+            while (m := plan.next_alone()) is not None:
                 settle(judge(m, check_with({m.file: m.text}, "alone_op")), plan)
         result.too_long = sum(p.too_long for p in plans)
         result.records.sort(key=lambda r: r["crate"]["file"])  # stable: try order within a file
