@@ -300,3 +300,24 @@ def test_the_cli_mutates_crates_and_says_what_it_kept(vendor, tmp_path, capsys):
     ):
         assert main(["rust", "mutate", *argv, "--output", str(out)]) == 2
         assert message in capsys.readouterr().err
+
+
+@needs_cargo
+def test_an_interrupted_run_resumes_to_the_same_bytes(compile_mutants, vendor, tmp_path):
+    out, _ = compile_mutants
+    lines = out.read_text().splitlines(keepends=True)
+    delta = [line for line in lines if '"name":"delta"' in line]
+    again = tmp_path / "resumed.jsonl"
+    # delta's records, one of gamma's and half the next: the run stopped while writing gamma,
+    # so delta is kept and gamma done again.
+    partial = "".join(delta) + lines[len(delta)] + lines[len(delta) + 1][:40]
+    Path(str(again) + ".partial").write_text(partial)
+    summary = crate_mutate.mutate_crates(vendor, again, find_toolchain(), context_lines=25, jobs=2, resume=True,
+                                         progress=None)
+    assert again.read_bytes() == out.read_bytes()
+    assert summary.crates == 2 and summary.kept == len(lines)
+    assert not Path(str(again) + ".partial").exists()
+    Path(str(again) + ".partial").write_text(lines[-1])  # gamma only: not a prefix of this run
+    with pytest.raises(MeapDataError, match="not an interrupted run over these crates"):
+        crate_mutate.mutate_crates(vendor, again, find_toolchain(), context_lines=25, resume=True, progress=None,
+                                   only=["delta"])

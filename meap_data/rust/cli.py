@@ -103,6 +103,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                          f"(default: {crate_mutate.DEFAULT_CONTEXT_LINES})")
     mu.add_argument("--work-dir", default=None, metavar="DIR",
                     help="with --crates: where crate copies and target dirs go (default: $TMPDIR)")
+    mu.add_argument("--resume", action="store_true",
+                    help="with --crates: keep the crates an interrupted run finished (OUTPUT.partial) and do the rest")
     mu.add_argument("--tests", action="store_true",
                     help="with --crates: test-failure examples instead: semantic mutations (off-by-one, swapped "
                          "comparison, wrong operator, dropped negation, wrong index, early return) of crates with a "
@@ -278,6 +280,8 @@ def _mutate_crates(args: argparse.Namespace, operators: list[str] | None) -> int
         raise MeapDataError("rust mutate --crates reads crates, not INPUT files; drop " + " ".join(args.inputs))
     names = None if args.crate_names is None else [c.strip() for c in args.crate_names.split(",") if c.strip()]
     if args.tests:
+        if args.resume:
+            raise MeapDataError("--resume continues compile-error runs only; rerun --tests from the start")
         if operators is not None:
             raise MeapDataError("--operators names compile-error operators; --tests uses the semantic ones: "
                                 + ", ".join(test_mutate.OPERATORS))
@@ -300,7 +304,7 @@ def _mutate_crates(args: argparse.Namespace, operators: list[str] | None) -> int
         per_operator=args.per_operator or crate_mutate.DEFAULT_PER_OPERATOR, operators=chosen,
         context_lines=args.context_lines, jobs=args.jobs, limit=args.limit, only=names,
         time_limit_s=args.time_limit or crate_mutate.CHECK_TIME_LIMIT_S, work_dir=args.work_dir,
-        progress=_sink(args))
+        resume=args.resume, progress=_sink(args))
     print(f"{summary.line()}; written to {args.output}")
     print("  by operator: " + ", ".join(f"{k} {v}" for k, v in summary.by_operator.items()))
     print("  first error codes: " + ", ".join(f"{k} {v}" for k, v in list(summary.by_code.items())[:20]))

@@ -34,6 +34,7 @@ from __future__ import annotations
 
 import dataclasses
 import hashlib
+import itertools
 import json
 import os
 import random
@@ -536,6 +537,27 @@ class CrateMutateSummary:
                 f"{self.prompt_lines.get('median', 0)}, max {self.prompt_lines.get('max', 0)}; {self.seconds:.0f} s")
 
 
+def finished_crates(output: str | os.PathLike, crates: list[CrateSource]) -> tuple[int, list[dict[str, Any]]]:
+    """(how many of ``crates`` an interrupted run finished, their records) from
+    ``OUTPUT.partial``. The last crate with records there may be cut short: it and the
+    crates after it are done again."""
+    partial = Path(str(output) + ".partial")
+    if not partial.is_file():
+        return 0, []
+    records = []
+    for line in partial.read_text(encoding="utf-8").splitlines():
+        try:
+            records.append(json.loads(line))
+        except json.JSONDecodeError:
+            break  # the line being written when the run stopped
+    order = {c.key: i for i, c in enumerate(crates)}
+    seen = [order.get(f"{r['crate']['name']}-{r['crate']['version']}", -1) for r in records]
+    if not records or -1 in seen or seen != sorted(seen):
+        raise MeapDataError(f"{partial} is not an interrupted run over these crates; remove it or drop --resume")
+    last = seen[-1]
+    return last, [r for r, i in zip(records, seen) if i < last]
+
+
 def read_crate_records(path: str | os.PathLike) -> list[dict[str, Any]]:
     """The records of ``meap-data rust crates`` (JSON lines)."""
     p = Path(path)
@@ -589,9 +611,12 @@ def mutate_crates(records_path: str | os.PathLike, output: str | os.PathLike, to
                   per_operator: int = DEFAULT_PER_OPERATOR, operators: tuple[Operator, ...] = OPERATORS,
                   context_lines: int = DEFAULT_CONTEXT_LINES, jobs: int = 2, limit: int | None = None,
                   only: list[str] | None = None, time_limit_s: float = CHECK_TIME_LIMIT_S,
-                  work_dir: str | None = None,
+                  work_dir: str | None = None, resume: bool = False,
                   progress: Callable[[str], None] | None | str = "stderr") -> CrateMutateSummary:
-    """Mutate every building crate (``jobs`` crates at a time) and write the kept mutants."""
+    """Mutate every building crate (``jobs`` crates at a time) and write the kept mutants.
+    ``resume``: keep the crates an interrupted run finished (``OUTPUT.partial``) and do
+    the rest; the output is the same as an uninterrupted run's (the checks and tries of
+    the kept crates are not counted again)."""
     if jobs < 1:
         raise MeapDataError(f"--jobs must be at least 1, got {jobs}")
     if per_operator < 1:
@@ -603,7 +628,8 @@ def mutate_crates(records_path: str | os.PathLike, output: str | os.PathLike, to
     start = time.monotonic()
     root = Path(records_path if Path(records_path).is_dir() else crates_dir).resolve()
     crates = select_crates(records_path, root, only=only)[:limit]
-    bar = Progress(len(crates), "mutate --crates", sink=progress)
+    done, earlier = finished_crates(output, crates) if resume else (0, [])
+    bar = Progress(len(crates) - done, "mutate --crates", sink=progress)
     totals = {"files": 0, "checks": 0, "tried": 0, "kept": 0, "duplicates": 0, "too_long": 0, "fixable": 0,
               "skipped": 0}
     dropped: dict[str, int] = {}
@@ -617,7 +643,9 @@ def mutate_crates(records_path: str | os.PathLike, output: str | os.PathLike, to
                             operators=operators, context_lines=context_lines, time_limit_s=time_limit_s)
 
     def kept() -> Iterator[dict[str, Any]]:
-        for result in map_crates(crates, root, one, jobs=jobs, work_dir=work_dir, prefix="meap-crate-mutate-"):
+        resumed = CrateResult("resumed", records=earlier)
+        for result in itertools.chain([resumed], map_crates(crates[done:], root, one, jobs=jobs, work_dir=work_dir,
+                                                            prefix="meap-crate-mutate-")):
             totals["skipped"] += result.error is not None
             for k in ("files", "checks", "tried", "too_long"):
                 totals[k] += getattr(result, k)
@@ -637,7 +665,8 @@ def mutate_crates(records_path: str | os.PathLike, output: str | os.PathLike, to
                 by_code[m["first_code"]] = by_code.get(m["first_code"], 0) + 1
                 window_lines.append(record["crate"]["lines"][1] - record["crate"]["lines"][0] + 1)
                 yield record
-            bar.update(1, f"{totals['kept']} mutants")
+            if result is not resumed:
+                bar.update(1, f"{totals['kept']} mutants")
 
     try:
         write_records_keeping_partial(output, kept())
