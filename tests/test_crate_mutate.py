@@ -321,3 +321,14 @@ def test_an_interrupted_run_resumes_to_the_same_bytes(compile_mutants, vendor, t
     with pytest.raises(MeapDataError, match="not an interrupted run over these crates"):
         crate_mutate.mutate_crates(vendor, again, find_toolchain(), context_lines=25, resume=True, progress=None,
                                    only=["delta"])
+
+
+def test_machine_fixes_outside_a_window_are_left_alone():
+    from meap_data.rust.mutate import apply_machine_fixes
+
+    window = "fn f() {\n    let x = 1;\n}\n"
+    inside = {"applicability": "MachineApplicable", "file": "src/a.rs", "line": 2, "column": 9, "line_end": 2,
+              "column_end": 10, "replacement": "_x"}
+    beyond = dict(inside, line=40, line_end=40)
+    fixed = apply_machine_fixes(window, [{"suggestions": [inside, beyond]}], file="src/a.rs")
+    assert fixed == "fn f() {\n    let _x = 1;\n}\n"

@@ -104,7 +104,9 @@ def apply_machine_fixes(source: str, diagnostics: list[dict[str, Any]], file: st
     edits = []
     for d in diagnostics:
         for s in d.get("suggestions", []):
-            if s.get("applicability") == "MachineApplicable" and s["file"] == file and s["line"] >= 1:
+            # Inside the text only: a window's diagnostics may suggest edits elsewhere in the file.
+            if s.get("applicability") == "MachineApplicable" and s["file"] == file and \
+                    1 <= s["line"] and s["line_end"] < len(starts):
                 edits.append((offset(s["line"], s["column"]), offset(s["line_end"], s["column_end"]), s["replacement"]))
     out, last = [], 0
     for start, end, text in sorted(set(edits)):
