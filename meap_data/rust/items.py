@@ -22,11 +22,12 @@ _TEST_ATTR = re.compile(r"#\[\s*(?:cfg\s*\(\s*test\s*\)|test\s*\]|tokio::test|be
 
 @dataclasses.dataclass(frozen=True)
 class Block:
-    """An item with a braced body. Offsets are characters: ``start`` is the start of
+    """An item with a braced body (``keyword``: fn, impl, trait or mod). Offsets are
+    characters: ``start`` is the start of
     its first attribute or doc-comment line, ``body`` the offset of ``{``, ``end`` just
     past the closing ``}``; ``test``: the item is test-only code."""
 
-    kind: str
+    keyword: str
     name: str
     start: int
     body: int
@@ -84,9 +85,9 @@ def item_blocks(src: str, toks: list[Token]) -> list[Block]:
             for b in blocks]
 
 
-def innermost(blocks: list[Block], lo: int, hi: int, kind: str | None = None) -> Block | None:
-    """The smallest block (of ``kind``) holding the character range [lo, hi)."""
-    inside = [b for b in blocks if b.contains(lo, hi) and (kind is None or b.kind == kind)]
+def innermost(blocks: list[Block], lo: int, hi: int, keyword: str | None = None) -> Block | None:
+    """The smallest block (a ``keyword`` item) holding the character range [lo, hi)."""
+    inside = [b for b in blocks if b.contains(lo, hi) and keyword in (None, b.keyword)]
     return min(inside, key=lambda b: b.end - b.start, default=None)
 
 

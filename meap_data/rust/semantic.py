@@ -269,7 +269,7 @@ def early_return(src: str, toks: list[Token], blocks: list[Block] | None = None)
     blocks = item_blocks(src, toks) if blocks is None else blocks
     sites = []
     for b in blocks:
-        if b.kind != "fn" or b.test:
+        if b.keyword != "fn" or b.test:
             continue
         header = src[b.start:b.body]
         if re.search(r"\b(?:const|async)\s+(?:unsafe\s+)?fn\b", header):

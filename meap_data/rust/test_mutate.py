@@ -125,14 +125,14 @@ class TestCrateResult:
 
 
 def _suite_order(name: str) -> tuple[int, str]:
-    kind = name.split(":", 1)[0]
-    return ({"lib": 0, "bin": 1, "test": 2}.get(kind, 3), name)
+    target_kind = name.split(":", 1)[0]
+    return ({"lib": 0, "bin": 1, "test": 2}.get(target_kind, 3), name)
 
 
 def suite_argv(name: str) -> list[str]:
     """The cargo command that runs one suite (``KIND:NAME:SRC``)."""
-    kind, target = name.split(":")[:2]
-    select = ["--lib"] if kind == "lib" else [f"--{kind.split('/')[0]}", target]
+    target_kind, target = name.split(":")[:2]
+    select = ["--lib"] if target_kind == "lib" else [f"--{target_kind.split('/')[0]}", target]
     return ["cargo", "test", "--offline", *select, "--", "--test-threads=1"]
 
 
