@@ -53,7 +53,7 @@ from meap_data.rust.crates import (  # noqa: F401  (write_cargo_home: re-exporte
 )
 from meap_data.rust.items import context_window, innermost, item_blocks
 from meap_data.rust.lexer import line_of, tokenize
-from meap_data.rust.mutate import INFERENCE_CODES, OWNERSHIP_CODES, TRIES_PER_KEPT, apply_machine_fixes
+from meap_data.rust.mutate import TRIES_PER_KEPT, CodeFamilyCounts, apply_machine_fixes
 from meap_data.rust.mutations import OPERATORS, Operator, Site
 from meap_data.rust.records import SCHEMA_VERSION, make_key, write_records_keeping_partial
 from meap_data.rust.toolchain import Normaliser, Toolchain, run_compiler
@@ -503,7 +503,7 @@ def _shift(d: dict[str, Any], by: int) -> dict[str, Any]:
 
 
 @dataclasses.dataclass(frozen=True)
-class CrateMutateSummary:
+class CrateMutateSummary(CodeFamilyCounts):
     """Counts of a crate mutation run; ``seconds`` wall."""
 
     crates: int
@@ -520,14 +520,6 @@ class CrateMutateSummary:
     rustc_fixable: int
     prompt_lines: dict[str, int]
     seconds: float
-
-    @property
-    def inference(self) -> int:
-        return sum(n for c, n in self.by_code.items() if c in INFERENCE_CODES)
-
-    @property
-    def ownership(self) -> int:
-        return sum(n for c, n in self.by_code.items() if c in OWNERSHIP_CODES)
 
     def line(self) -> str:
         return (f"mutate --crates: {self.crates} crates ({self.skipped} skipped), {self.files} files, "

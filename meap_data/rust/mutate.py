@@ -191,8 +191,23 @@ def _record(program: Program, op: Operator, index: int, line: int, text: str, co
     return record
 
 
+class CodeFamilyCounts:
+    """Kept mutants of the two families the issue counts, from a summary's ``by_code``
+    (first error code -> mutants)."""
+
+    by_code: dict[str, int]
+
+    @property
+    def inference(self) -> int:
+        return sum(n for c, n in self.by_code.items() if c in INFERENCE_CODES)
+
+    @property
+    def ownership(self) -> int:
+        return sum(n for c, n in self.by_code.items() if c in OWNERSHIP_CODES)
+
+
 @dataclasses.dataclass(frozen=True)
-class MutateSummary:
+class MutateSummary(CodeFamilyCounts):
     programs: int
     compiled: int
     tried: int
@@ -202,14 +217,6 @@ class MutateSummary:
     by_code: dict[str, int]
     rustc_fixable: int
     seconds: float
-
-    @property
-    def inference(self) -> int:
-        return sum(n for c, n in self.by_code.items() if c in INFERENCE_CODES)
-
-    @property
-    def ownership(self) -> int:
-        return sum(n for c, n in self.by_code.items() if c in OWNERSHIP_CODES)
 
     def line(self) -> str:
         rate = 100.0 * self.kept / max(self.tried, 1)
