@@ -33,7 +33,6 @@ across runs and ``--jobs``.
 from __future__ import annotations
 
 import dataclasses
-import hashlib
 import itertools
 import json
 import os
@@ -53,7 +52,7 @@ from meap_data.rust.crates import (  # noqa: F401  (write_cargo_home: re-exporte
 )
 from meap_data.rust.items import context_window, innermost, item_blocks
 from meap_data.rust.lexer import line_of, tokenize
-from meap_data.rust.mutate import TRIES_PER_KEPT, CodeFamilyCounts, apply_machine_fixes
+from meap_data.rust.mutate import TRIES_PER_KEPT, CodeFamilyCounts, KeptMutants, apply_machine_fixes
 from meap_data.rust.mutations import OPERATORS, Operator, Site
 from meap_data.rust.records import SCHEMA_VERSION, make_key, write_records_keeping_partial
 from meap_data.rust.toolchain import Normaliser, Toolchain, run_compiler
@@ -622,13 +621,10 @@ def mutate_crates(records_path: str | os.PathLike, output: str | os.PathLike, to
     crates = select_crates(records_path, root, only=only)[:limit]
     done, earlier = finished_crates(output, crates) if resume else (0, [])
     bar = Progress(len(crates) - done, "mutate --crates", sink=progress)
-    totals = {"files": 0, "checks": 0, "tried": 0, "kept": 0, "duplicates": 0, "too_long": 0, "fixable": 0,
-              "skipped": 0}
+    totals = {"files": 0, "checks": 0, "tried": 0, "too_long": 0, "skipped": 0}
     dropped: dict[str, int] = {}
-    by_operator: dict[str, int] = {}
-    by_code: dict[str, int] = {}
+    tally = KeptMutants()
     window_lines: list[int] = []
-    digests: set[bytes] = set()
 
     def one(crate: CrateSource, scratch: Path, home: Path, target: Path) -> CrateResult:
         return mutate_crate(crate, toolchain, scratch, home, target, seed=seed, per_operator=per_operator,
@@ -644,30 +640,20 @@ def mutate_crates(records_path: str | os.PathLike, output: str | os.PathLike, to
             for reason, n in result.dropped.items():
                 dropped[reason] = dropped.get(reason, 0) + n
             for record in result.records:
-                digest = hashlib.blake2b((record["crate"]["file"] + "\0" + record["source"]).encode("utf-8"),
-                                         digest_size=16).digest()
-                if digest in digests:
-                    totals["duplicates"] += 1
-                    continue
-                digests.add(digest)
-                m = record["mutation"]
-                totals["kept"] += 1
-                totals["fixable"] += m["rustc_fix"]
-                by_operator[m["operator"]] = by_operator.get(m["operator"], 0) + 1
-                by_code[m["first_code"]] = by_code.get(m["first_code"], 0) + 1
-                window_lines.append(record["crate"]["lines"][1] - record["crate"]["lines"][0] + 1)
-                yield record
+                if tally.add(record, record["crate"]["file"] + "\0" + record["source"]):
+                    window_lines.append(record["crate"]["lines"][1] - record["crate"]["lines"][0] + 1)
+                    yield record
             if result is not resumed:
-                bar.update(1, f"{totals['kept']} mutants")
+                bar.update(1, f"{tally.kept} mutants")
 
     try:
         write_records_keeping_partial(output, kept())
     finally:
-        bar.close(f"{totals['kept']} mutants kept")
+        bar.close(f"{tally.kept} mutants kept")
     window_lines.sort()
     lines = ({"median": window_lines[len(window_lines) // 2], "max": window_lines[-1]} if window_lines else {})
     return CrateMutateSummary(len(crates), totals["skipped"], totals["files"], totals["checks"], totals["tried"],
-                              totals["kept"], totals["duplicates"], totals["too_long"], dict(sorted(dropped.items())),
-                              dict(sorted(by_operator.items())),
-                              dict(sorted(by_code.items(), key=lambda kv: (-kv[1], kv[0]))), totals["fixable"],
+                              tally.kept, tally.duplicates, totals["too_long"], dict(sorted(dropped.items())),
+                              dict(sorted(tally.by_operator.items())),
+                              dict(sorted(tally.by_code.items(), key=lambda kv: (-kv[1], kv[0]))), tally.fixable,
                               lines, time.monotonic() - start)

@@ -191,6 +191,31 @@ def _record(program: Program, op: Operator, index: int, line: int, text: str, co
     return record
 
 
+class KeptMutants:
+    """Drops a mutant whose text was kept already, and counts the kept ones: in all, by
+    operator, by first error code, and those rustc's own suggestions repair."""
+
+    def __init__(self) -> None:
+        self.digests: set[bytes] = set()
+        self.kept = self.duplicates = self.fixable = 0
+        self.by_operator: dict[str, int] = {}
+        self.by_code: dict[str, int] = {}
+
+    def add(self, record: dict[str, Any], identity: str) -> bool:
+        """Count ``record`` (its text ``identity``); False when it repeats a kept one."""
+        digest = hashlib.blake2b(identity.encode("utf-8"), digest_size=16).digest()
+        if digest in self.digests:
+            self.duplicates += 1
+            return False
+        self.digests.add(digest)
+        m = record["mutation"]
+        self.kept += 1
+        self.fixable += m["rustc_fix"]
+        self.by_operator[m["operator"]] = self.by_operator.get(m["operator"], 0) + 1
+        self.by_code[m["first_code"]] = self.by_code.get(m["first_code"], 0) + 1
+        return True
+
+
 class CodeFamilyCounts:
     """Kept mutants of the two families the issue counts, from a summary's ``by_code``
     (first error code -> mutants)."""
@@ -254,10 +279,8 @@ def mutate(
     if not programs:
         raise MeapDataError("no programs to mutate: pass .rs files, directories of them, or snippet JSON lines")
     bar = Progress(len(programs), "mutate: programs", sink=progress)
-    counts = {"compiled": 0, "tried": 0, "kept": 0, "duplicates": 0, "fixable": 0}
-    by_operator: dict[str, int] = {}
-    by_code: dict[str, int] = {}
-    digests: set[bytes] = set()
+    counts = {"compiled": 0, "tried": 0}
+    tally = KeptMutants()
 
     def one(program: Program) -> ProgramResult:
         return mutate_program(program, toolchain, seed=seed, per_operator=per_operator, operators=chosen,
@@ -269,24 +292,16 @@ def mutate(
                 counts["compiled"] += result.compiled
                 counts["tried"] += result.tried
                 for record in result.records:
-                    digest = hashlib.blake2b(record["source"].encode("utf-8"), digest_size=16).digest()
-                    if digest in digests:
-                        counts["duplicates"] += 1
-                        continue
-                    digests.add(digest)
-                    m = record["mutation"]
-                    counts["kept"] += 1
-                    counts["fixable"] += m["rustc_fix"]
-                    by_operator[m["operator"]] = by_operator.get(m["operator"], 0) + 1
-                    by_code[m["first_code"]] = by_code.get(m["first_code"], 0) + 1
-                    yield record
-                bar.update(1, f"{counts['kept']} mutants")
+                    if tally.add(record, record["source"]):
+                        yield record
+                bar.update(1, f"{tally.kept} mutants")
 
     write_records(output, kept())
-    bar.close(f"{counts['kept']} mutants kept")
-    return MutateSummary(len(programs), counts["compiled"], counts["tried"], counts["kept"], counts["duplicates"],
-                         dict(sorted(by_operator.items())), dict(sorted(by_code.items(), key=lambda kv: -kv[1])),
-                         counts["fixable"], time.monotonic() - start)
+    bar.close(f"{tally.kept} mutants kept")
+    return MutateSummary(len(programs), counts["compiled"], counts["tried"], tally.kept, tally.duplicates,
+                         dict(sorted(tally.by_operator.items())),
+                         dict(sorted(tally.by_code.items(), key=lambda kv: -kv[1])), tally.fixable,
+                         time.monotonic() - start)
 
 
 def _operator(name: str) -> Operator:
