@@ -19,9 +19,9 @@ from typing import Any
 
 from meap_data.errors import MeapDataError
 from meap_data.rust.crate_mutate import Check, cargo_check
-from meap_data.rust.crates import CrateSource, build_tests, discover, run_suite, write_cargo_home
+from meap_data.rust.crates import CrateSource, build_tests, crate_copy_at, discover, run_suite, write_cargo_home
 from meap_data.rust.tests_run import TEST_ENV
-from meap_data.rust.toolchain import Normaliser, Toolchain, compiler_env
+from meap_data.rust.toolchain import Normaliser, Toolchain
 
 
 def splice(original: str, fixed_lines: list[int], window: str) -> str:
@@ -74,10 +74,8 @@ class CrateBench:
         copy, target = self._copy(crate)
         path = copy / record["crate"]["file"]
         original = (crate.path / record["crate"]["file"]).read_text(encoding="utf-8", errors="replace")
-        normaliser = Normaliser({str(copy): "$CRATE", str(target): "$TARGET", str(self.root): "$REGISTRY",
-                                 self.toolchain.sysroot: "$SYSROOT"})
-        env = compiler_env({**TEST_ENV, "CARGO_HOME": str(self.home), "CARGO_TARGET_DIR": str(target)},
-                           self.local.dir)
+        made = crate_copy_at(copy, crate, self.local.dir, target, self.toolchain, self.home, TEST_ENV)
+        normaliser, env = made.normaliser, made.env
         path.write_text(splice(original, record["crate"]["fixed_lines"], candidate), encoding="utf-8")
         try:
             check = cargo_check(copy, self.toolchain, env, normaliser, self.time_limit_s)

@@ -149,6 +149,12 @@ def copy_crate(crate: CrateSource, work: Path, target: Path, toolchain: Toolchai
     copy = work / crate.key
     shutil.rmtree(copy, ignore_errors=True)
     shutil.copytree(crate.path, copy, ignore=shutil.ignore_patterns("target", "Cargo.lock"))
+    return crate_copy_at(copy, crate, work, target, toolchain, cargo_home, extra_env)
+
+
+def crate_copy_at(copy: Path, crate: CrateSource, work: Path, target: Path, toolchain: Toolchain, cargo_home: Path,
+                  extra_env: dict[str, str] | None = None) -> CrateCopy:
+    """The normaliser and cargo environment of ``crate`` already copied to ``copy``."""
     normaliser = Normaliser({str(copy): "$CRATE", str(target): "$TARGET", str(crate.path.parent): "$REGISTRY",
                              toolchain.sysroot: "$SYSROOT"})
     env = compiler_env({**(extra_env or {}), "CARGO_HOME": str(cargo_home), "CARGO_TARGET_DIR": str(target)}, work)

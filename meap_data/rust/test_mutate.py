@@ -195,7 +195,7 @@ def mutate_tests_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, 
                 ran.append(name)
                 suite = run_suite(name, binary, copy, {**env, ENV_VAR: str(p.id)}, normaliser, limit)
                 if suite["status"] in ("timed_out", "crashed") or suite["failed"]:
-                    outcome = suite
+                    outcome, failing = suite, (name, binary, limit)
                     break
             if outcome is None:
                 result.drop("survived")
@@ -203,8 +203,8 @@ def mutate_tests_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, 
                 result.drop("timed_out")
             elif not outcome["failed"]:
                 result.drop("crashed")
-            elif _failures(run_suite(outcome["suite"], dict(binaries)[outcome["suite"]], copy,
-                                     {**env, ENV_VAR: str(p.id)}, normaliser, limit)) != _failures(outcome):
+            elif _failures(run_suite(*failing[:2], copy, {**env, ENV_VAR: str(p.id)}, normaliser,
+                                     failing[2])) != _failures(outcome):
                 result.drop("flaky")  # a second run failed differently: hash order, time, threads...
             else:
                 result.records.append(_record(crate, p, originals[p.file], outcome, ran, seed, context_lines,
