@@ -225,11 +225,17 @@ def test_judging_a_test_failure_runs_its_tests_and_matches_the_recorded_output(t
 
 
 @needs_cargo
-def test_test_failure_mutants_are_the_same_bytes_on_a_second_run(test_mutants, vendor, tmp_path):
-    out, _ = test_mutants
+def test_test_failure_mutants_are_the_same_bytes_on_a_second_resumed_run(test_mutants, vendor, tmp_path):
+    out, summary = test_mutants
+    lines = out.read_text().splitlines(keepends=True)
     again = tmp_path / "again.jsonl"
-    test_mutate.mutate_tests(vendor, again, find_toolchain(), only=["gamma"], context_lines=25, jobs=2, progress=None)
+    # Stopped while writing gamma's third record: gamma is done again, from the start.
+    Path(str(again) + ".partial").write_text("".join(lines[:2]) + lines[2][:40])
+    resumed = test_mutate.mutate_tests(vendor, again, find_toolchain(), only=["gamma"], context_lines=25, jobs=2,
+                                       resume=True, progress=None)
     assert again.read_bytes() == out.read_bytes()
+    assert resumed.kept == summary.kept and resumed.runs == summary.runs
+    assert not Path(str(again) + ".partial").exists()
 
 
 # ------------------------------------------------------------ Debian's crates

@@ -280,8 +280,6 @@ def _mutate_crates(args: argparse.Namespace, operators: list[str] | None) -> int
         raise MeapDataError("rust mutate --crates reads crates, not INPUT files; drop " + " ".join(args.inputs))
     names = None if args.crate_names is None else [c.strip() for c in args.crate_names.split(",") if c.strip()]
     if args.tests:
-        if args.resume:
-            raise MeapDataError("--resume continues compile-error runs only; rerun --tests from the start")
         if operators is not None:
             raise MeapDataError("--operators names compile-error operators; --tests uses the semantic ones: "
                                 + ", ".join(test_mutate.OPERATORS))
@@ -290,7 +288,7 @@ def _mutate_crates(args: argparse.Namespace, operators: list[str] | None) -> int
             per_operator=args.per_operator or test_mutate.DEFAULT_PER_OPERATOR, max_mutants=args.max_mutants,
             context_lines=args.context_lines, jobs=args.jobs, limit=args.limit, only=names,
             time_limit_s=args.time_limit or crate_mutate.CHECK_TIME_LIMIT_S, work_dir=args.work_dir,
-            progress=_sink(args))
+            resume=args.resume, progress=_sink(args))
         print(f"{summary.line()}; written to {args.output}")
         print("  by operator: " + ", ".join(f"{k} {v}" for k, v in summary.by_operator.items()))
         print("  failures: " + ", ".join(f"{k} {v}" for k, v in summary.by_failure.items()))

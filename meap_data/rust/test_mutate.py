@@ -26,6 +26,7 @@ order (``HashMap``'s random seed) can pass the flaky check in one run and not th
 from __future__ import annotations
 
 import dataclasses
+import itertools
 import random
 import re
 import shutil
@@ -38,7 +39,7 @@ from meap_data.errors import MeapDataError
 from meap_data.keys import hash64
 from meap_data.progress import Progress
 from meap_data.rust.crate_mutate import (
-    CHECK_TIME_LIMIT_S, DEFAULT_CONTEXT_LINES, cargo_check, compiled_files, select_crates,
+    CHECK_TIME_LIMIT_S, DEFAULT_CONTEXT_LINES, cargo_check, compiled_files, finished_crates, select_crates,
 )
 from meap_data.rust.crates import DEBIAN_REGISTRY, CrateSource, build_tests, copy_crate, map_crates, run_suite
 from meap_data.rust.items import context_window, item_blocks
@@ -346,9 +347,12 @@ def mutate_tests(records_path: str, output: str, toolchain: Toolchain, *, crates
                  seed: int = 0, per_operator: int = DEFAULT_PER_OPERATOR, max_mutants: int = DEFAULT_MAX_MUTANTS,
                  context_lines: int = DEFAULT_CONTEXT_LINES, jobs: int = 2, limit: int | None = None,
                  only: list[str] | None = None, time_limit_s: float = CHECK_TIME_LIMIT_S,
-                 work_dir: str | None = None,
+                 work_dir: str | None = None, resume: bool = False,
                  progress: Callable[[str], None] | None | str = "stderr") -> TestMutateSummary:
-    """Test-failure mutants of every crate whose tests pass (``jobs`` crates at a time)."""
+    """Test-failure mutants of every crate whose tests pass (``jobs`` crates at a time).
+    ``resume``: keep the crates an interrupted run finished (``OUTPUT.partial``) and do
+    the rest; the output is the same as an uninterrupted run's (the counts other than
+    ``kept`` leave the kept crates out)."""
     if jobs < 1:
         raise MeapDataError(f"--jobs must be at least 1, got {jobs}")
     if max_mutants < 1 or per_operator < 1:
@@ -358,7 +362,8 @@ def mutate_tests(records_path: str, output: str, toolchain: Toolchain, *, crates
     start = time.monotonic()
     root = Path(records_path if Path(records_path).is_dir() else crates_dir).resolve()
     crates = select_crates(records_path, root, tests_passed=True, only=only)[:limit]
-    bar = Progress(len(crates), "mutate --tests", sink=progress)
+    done, earlier = finished_crates(output, crates) if resume else (0, [])
+    bar = Progress(len(crates) - done, "mutate --tests", sink=progress)
     totals = {"planned": 0, "built": 0, "runs": 0, "kept": 0}
     skipped: dict[str, int] = {}
     dropped: dict[str, int] = {}
@@ -370,7 +375,9 @@ def mutate_tests(records_path: str, output: str, toolchain: Toolchain, *, crates
                                   max_mutants=max_mutants, context_lines=context_lines, time_limit_s=time_limit_s)
 
     def kept() -> Iterator[dict[str, Any]]:
-        for result in map_crates(crates, root, one, jobs=jobs, work_dir=work_dir, prefix="meap-test-mutate-"):
+        resumed = TestCrateResult("resumed", records=earlier)
+        for result in itertools.chain([resumed], map_crates(crates[done:], root, one, jobs=jobs, work_dir=work_dir,
+                                                            prefix="meap-test-mutate-")):
             if result.error:
                 skipped[result.error] = skipped.get(result.error, 0) + 1
             for k in ("planned", "built", "runs"):
@@ -385,7 +392,8 @@ def mutate_tests(records_path: str, output: str, toolchain: Toolchain, *, crates
                 kind = "assertion" if kinds == {"assertion"} else "panic" if kinds == {"panic"} else "both"
                 by_failure[kind] = by_failure.get(kind, 0) + 1
                 yield record
-            bar.update(1, f"{totals['kept']} kept")
+            if result is not resumed:
+                bar.update(1, f"{totals['kept']} kept")
 
     try:
         write_records_keeping_partial(output, kept())
