@@ -338,3 +338,15 @@ def test_machine_fixes_outside_a_window_are_left_alone():
     beyond = dict(inside, line=40, line_end=40)
     fixed = apply_machine_fixes(window, [{"suggestions": [inside, beyond]}], file="src/a.rs")
     assert fixed == "fn f() {\n    let _x = 1;\n}\n"
+
+
+@needs_cargo
+def test_a_crate_that_runs_past_the_time_limit_is_skipped_with_the_reason_and_fix(vendor, tmp_path):
+    """Time-outs depend on the machine's load, so the summary must say them apart from
+    crates that do not build."""
+    out = tmp_path / "m.jsonl"
+    for run in (crate_mutate.mutate_crates, test_mutate.mutate_tests):
+        summary = run(vendor, out, find_toolchain(), only=["gamma"], time_limit_s=0.01, jobs=1, progress=None)
+        assert summary.kept == 0 and out.read_text() == ""
+        assert summary.skipped == {"cargo check of the unmodified crate timed out after 0.01 s "
+                                   "(raise --time-limit or lower --jobs)": 1}

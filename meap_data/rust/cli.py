@@ -308,6 +308,8 @@ def _mutate_crates(args: argparse.Namespace, operators: list[str] | None) -> int
     print("  first error codes: " + ", ".join(f"{k} {v}" for k, v in list(summary.by_code.items())[:20]))
     print("  not kept: " + ", ".join(f"{k} {v}" for k, v in summary.dropped.items())
           + f"; {summary.too_long} sites in items longer than --context-lines")
+    if summary.skipped:
+        print("  crates skipped: " + ", ".join(f"{k} ({v})" for k, v in summary.skipped.items()))
     return 0
 
 

@@ -246,6 +246,12 @@ def cargo_check(copy: Path, toolchain: Toolchain, env: dict[str, str], normalise
     return Check(found, targets, False, ran.exit_code)
 
 
+def timed_out(what: str, time_limit_s: float) -> str:
+    """A crate's skip reason when a step ran past the limit: it depends on the machine's
+    load, so the summary names it and says the fix."""
+    return f"{what} timed out after {time_limit_s:g} s (raise --time-limit or lower --jobs)"
+
+
 def _is_error(d: dict[str, Any]) -> bool:
     return str(d.get("level", "")).startswith("error")
 
@@ -383,7 +389,8 @@ def mutate_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, cargo_
         base = cargo_check(copy, toolchain, env, normaliser, time_limit_s)
         result.checks += 1
         if base.timed_out or base.exit_code != 0:
-            result.error = "the unmodified crate does not pass cargo check"
+            result.error = (timed_out("cargo check of the unmodified crate", time_limit_s) if base.timed_out
+                            else "the unmodified crate does not pass cargo check")
             return result
         baseline = {(_file_of(d), d.get("code"), d["message"]) for d in base.diagnostics}
         files = compiled_files(target, copy, since)
@@ -506,7 +513,7 @@ class CrateMutateSummary(CodeFamilyCounts):
     """Counts of a crate mutation run; ``seconds`` wall."""
 
     crates: int
-    skipped: int
+    skipped: dict[str, int]
     files: int
     checks: int
     tried: int
@@ -521,7 +528,7 @@ class CrateMutateSummary(CodeFamilyCounts):
     seconds: float
 
     def line(self) -> str:
-        return (f"mutate --crates: {self.crates} crates ({self.skipped} skipped), {self.files} files, "
+        return (f"mutate --crates: {self.crates} crates ({sum(self.skipped.values())} skipped), {self.files} files, "
                 f"{self.tried} mutants in {self.checks} cargo checks, {self.kept} kept, "
                 f"{self.duplicates} duplicates dropped; type inference {self.inference}, ownership/borrowing "
                 f"{self.ownership}, rustc-fixable {self.rustc_fixable}; window lines median "
@@ -621,7 +628,8 @@ def mutate_crates(records_path: str | os.PathLike, output: str | os.PathLike, to
     crates = select_crates(records_path, root, only=only)[:limit]
     done, earlier = finished_crates(output, crates) if resume else (0, [])
     bar = Progress(len(crates) - done, "mutate --crates", sink=progress)
-    totals = {"files": 0, "checks": 0, "tried": 0, "too_long": 0, "skipped": 0}
+    totals = {"files": 0, "checks": 0, "tried": 0, "too_long": 0}
+    skipped: dict[str, int] = {}
     dropped: dict[str, int] = {}
     tally = KeptMutants()
     window_lines: list[int] = []
@@ -634,7 +642,8 @@ def mutate_crates(records_path: str | os.PathLike, output: str | os.PathLike, to
         resumed = CrateResult("resumed", records=earlier)
         for result in itertools.chain([resumed], map_crates(crates[done:], root, one, jobs=jobs, work_dir=work_dir,
                                                             prefix="meap-crate-mutate-")):
-            totals["skipped"] += result.error is not None
+            if result.error:
+                skipped[result.error] = skipped.get(result.error, 0) + 1
             for k in ("files", "checks", "tried", "too_long"):
                 totals[k] += getattr(result, k)
             for reason, n in result.dropped.items():
@@ -652,7 +661,7 @@ def mutate_crates(records_path: str | os.PathLike, output: str | os.PathLike, to
         bar.close(f"{tally.kept} mutants kept")
     window_lines.sort()
     lines = ({"median": window_lines[len(window_lines) // 2], "max": window_lines[-1]} if window_lines else {})
-    return CrateMutateSummary(len(crates), totals["skipped"], totals["files"], totals["checks"], totals["tried"],
+    return CrateMutateSummary(len(crates), dict(sorted(skipped.items())), totals["files"], totals["checks"], totals["tried"],
                               tally.kept, tally.duplicates, totals["too_long"], dict(sorted(dropped.items())),
                               dict(sorted(tally.by_operator.items())),
                               dict(sorted(tally.by_code.items(), key=lambda kv: (-kv[1], kv[0]))), tally.fixable,

@@ -40,6 +40,7 @@ from meap_data.keys import hash64
 from meap_data.progress import Progress
 from meap_data.rust.crate_mutate import (
     CHECK_TIME_LIMIT_S, DEFAULT_CONTEXT_LINES, cargo_check, compiled_files, finished_crates, select_crates,
+    timed_out,
 )
 from meap_data.rust.crates import DEBIAN_REGISTRY, CrateSource, build_tests, copy_crate, map_crates, run_suite
 from meap_data.rust.items import context_window, item_blocks
@@ -150,8 +151,10 @@ def mutate_tests_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, 
             result.error = "no library target"
             return result
         since = time.time() - 1
-        if cargo_check(copy, toolchain, env, normaliser, time_limit_s).exit_code != 0:
-            result.error = "the unmodified crate does not pass cargo check"
+        base = cargo_check(copy, toolchain, env, normaliser, time_limit_s)
+        if base.timed_out or base.exit_code != 0:
+            result.error = (timed_out("cargo check of the unmodified crate", time_limit_s) if base.timed_out
+                            else "the unmodified crate does not pass cargo check")
             return result
         files = [f for f in compiled_files(target, copy, since)
                  if not f.startswith(("src/bin/", "examples/", "tests/", "benches/")) and f != "src/main.rs"]
@@ -170,7 +173,8 @@ def mutate_tests_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, 
             return result
         step, binaries = build_tests(copy, toolchain, env, normaliser, time_limit_s)
         if step["status"] != "passed":
-            result.error = "the mutant schema's tests do not build"
+            result.error = (timed_out("building the mutant schema's tests", time_limit_s)
+                            if step["status"] == "timed_out" else "the mutant schema's tests do not build")
             result.drop("schema_tests_do_not_build", len(live))
             return result
         binaries.sort(key=lambda b: _suite_order(b[0]))
@@ -235,6 +239,10 @@ def _compile_schema(copy: Path, root: str, root_text: str, originals: dict[str, 
         check = cargo_check(copy, toolchain, env, normaliser, time_limit_s)
         if check.exit_code == 0:
             return live
+        if check.timed_out:
+            result.error = timed_out("cargo check of the mutant schema", time_limit_s)
+            result.drop("schema_does_not_compile", len(live))
+            return []
         bad_lines = {(d["primary"]["file"], line) for d in check.diagnostics
                      if str(d.get("level", "")).startswith("error") and d.get("primary")
                      for line in range(d["primary"]["line"], (d["primary"].get("line_end") or d["primary"]["line"]) + 1)}
