@@ -252,6 +252,14 @@ def timed_out(what: str, time_limit_s: float) -> str:
     return f"{what} timed out after {time_limit_s:g} s (raise --time-limit or lower --jobs)"
 
 
+def unmodified_check_failure(base: Check, time_limit_s: float) -> str | None:
+    """Why a crate is skipped when ``cargo check`` of it unmodified fails (None when it
+    passes)."""
+    if base.timed_out:
+        return timed_out("cargo check of the unmodified crate", time_limit_s)
+    return None if base.exit_code == 0 else "the unmodified crate does not pass cargo check"
+
+
 def _is_error(d: dict[str, Any]) -> bool:
     return str(d.get("level", "")).startswith("error")
 
@@ -388,9 +396,8 @@ def mutate_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, cargo_
         since = time.time() - 1
         base = cargo_check(copy, toolchain, env, normaliser, time_limit_s)
         result.checks += 1
-        if base.timed_out or base.exit_code != 0:
-            result.error = (timed_out("cargo check of the unmodified crate", time_limit_s) if base.timed_out
-                            else "the unmodified crate does not pass cargo check")
+        result.error = unmodified_check_failure(base, time_limit_s)
+        if result.error:
             return result
         baseline = {(_file_of(d), d.get("code"), d["message"]) for d in base.diagnostics}
         files = compiled_files(target, copy, since)
@@ -661,8 +668,8 @@ def mutate_crates(records_path: str | os.PathLike, output: str | os.PathLike, to
         bar.close(f"{tally.kept} mutants kept")
     window_lines.sort()
     lines = ({"median": window_lines[len(window_lines) // 2], "max": window_lines[-1]} if window_lines else {})
-    return CrateMutateSummary(len(crates), dict(sorted(skipped.items())), totals["files"], totals["checks"], totals["tried"],
-                              tally.kept, tally.duplicates, totals["too_long"], dict(sorted(dropped.items())),
+    return CrateMutateSummary(len(crates), dict(sorted(skipped.items())), totals["files"], totals["checks"],
+                              totals["tried"], tally.kept, tally.duplicates, totals["too_long"], dict(sorted(dropped.items())),
                               dict(sorted(tally.by_operator.items())),
                               dict(sorted(tally.by_code.items(), key=lambda kv: (-kv[1], kv[0]))), tally.fixable,
                               lines, time.monotonic() - start)

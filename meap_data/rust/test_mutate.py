@@ -40,7 +40,7 @@ from meap_data.keys import hash64
 from meap_data.progress import Progress
 from meap_data.rust.crate_mutate import (
     CHECK_TIME_LIMIT_S, DEFAULT_CONTEXT_LINES, cargo_check, compiled_files, finished_crates, select_crates,
-    timed_out,
+    timed_out, unmodified_check_failure,
 )
 from meap_data.rust.crates import DEBIAN_REGISTRY, CrateSource, build_tests, copy_crate, map_crates, run_suite
 from meap_data.rust.items import context_window, item_blocks
@@ -151,10 +151,9 @@ def mutate_tests_crate(crate: CrateSource, toolchain: Toolchain, scratch: Path, 
             result.error = "no library target"
             return result
         since = time.time() - 1
-        base = cargo_check(copy, toolchain, env, normaliser, time_limit_s)
-        if base.timed_out or base.exit_code != 0:
-            result.error = (timed_out("cargo check of the unmodified crate", time_limit_s) if base.timed_out
-                            else "the unmodified crate does not pass cargo check")
+        result.error = unmodified_check_failure(cargo_check(copy, toolchain, env, normaliser, time_limit_s),
+                                                time_limit_s)
+        if result.error:
             return result
         files = [f for f in compiled_files(target, copy, since)
                  if not f.startswith(("src/bin/", "examples/", "tests/", "benches/")) and f != "src/main.rs"]
